@@ -1,15 +1,15 @@
 """The few exceptions that end a whole run; a failed row is an outcome, never an exception.
 
-    BulkUsersError
-    ├── UsageError            exit 2: nothing was sent
-    │   ├── ChangesFileError  the changes file is unreadable or structurally invalid
-    │   ├── ResultsFileError  the results file cannot be written (or does not fit --resume)
-    │   └── LookupError_      the Domain API could not tell where the account lives
-    └── RunStopped            exit 3: the run ended early; --resume finishes it
-        ├── AuthRefused       the credentials were refused (401 after one renewal)
-        ├── Interrupted       SIGINT / SIGTERM
-        ├── OutageTooLong     the API stayed down longer than --max-outage
-        └── JournalFailed     the results file stopped accepting writes mid-run
+BulkUsersError
+├── UsageError            exit 2: nothing was sent
+│   ├── ChangesFileError  the changes file is unreadable or structurally invalid
+│   ├── ResultsFileError  the results file cannot be written (or does not fit --resume)
+│   └── LookupError_      the Domain API could not tell where the account lives
+└── RunStopped            exit 3: the run ended early; --resume finishes it
+    ├── AuthRefused       the credentials were refused (401 after one renewal)
+    ├── Interrupted       SIGINT / SIGTERM
+    ├── OutageTooLong     the API stayed down longer than --max-outage
+    └── JournalFailed     the results file stopped accepting writes mid-run
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ResultsFileError(UsageError):
     """The results file cannot be written, or does not belong to this changes file."""
 
 
-class LookupError_(UsageError):  # noqa: N801 - trailing underscore: not the builtin LookupError
+class LookupError_(UsageError):
     """The Domain API could not resolve a service host for the account."""
 
 

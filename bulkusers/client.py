@@ -1,0 +1,207 @@
+"""The Users API over HTTP (aiohttp): one GET or PUT per call, every answer returned as a
+value; only cancellation escapes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from bulkusers.auth import Authorizer
+from bulkusers.classify import retry_after_seconds
+
+#: Bodies larger than this are not read (a misbehaving proxy must not exhaust memory).
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+DEFAULT_API_VERSION = "4.0"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+
+_USERS_PATH = "/api/account/{account}/configuration/le-users/users"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer of the Users API, or the lack of one (status None)."""
+
+    status: int | None  # None: timeout or dropped connection, nothing is known
+    revision: str | None = None  # the ac-revision header
+    entity: dict[str, Any] | None = None  # the parsed user, for a good GET
+    body: bytes = b""  # kept for error messages
+    retry_after: float | None = None
+    problem: str | None = None  # why an answer is unusable (no answer, bad body, no revision)
+
+
+class UsersApi(Protocol):
+    """The two calls the engine makes; tests plug in fakes, the CLI the HTTP client."""
+
+    async def get_user(self, user_id: int) -> Reply:
+        """GET one user with every attribute (select=$all)."""
+        ...
+
+    async def put_user(self, user_id: int, entity: Mapping[str, Any], revision: str) -> Reply:
+        """PUT the whole entity with If-Match: revision."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How requests are sent: version, method override, timeouts, TLS, body cap."""
+
+    api_version: str = DEFAULT_API_VERSION
+    method_override: bool = False
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_body: int = DEFAULT_MAX_BODY
+
+
+def make_session(
+    *, concurrency: int, transport: Transport, ssl: Any = True
+) -> aiohttp.ClientSession:
+    """A keep-alive session whose pool matches the number of requests in flight."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, limit_per_host=concurrency, keepalive_timeout=60, ssl=ssl
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=transport.connect_timeout, sock_read=transport.read_timeout
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        trust_env=True,  # HTTPS_PROXY / NO_PROXY
+        json_serialize=json.dumps,
+        skip_auto_headers=("User-Agent",),
+        headers={"User-Agent": "bulkusers", "Accept": "application/json"},
+    )
+
+
+class HttpUsersApi:
+    """The Users API of one account on one account-config host."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        account: str,
+        auth: Authorizer,
+        transport: Transport = Transport(),
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._auth = auth
+        self._transport = transport
+        self._root = base_url.rstrip("/") + _USERS_PATH.format(account=account)
+        self._version = transport.api_version
+        self._epoch = wall_clock  # Retry-After may be an HTTP date
+
+    def _url(self, user_id: int, *, read: bool) -> URL:
+        query = f"?v={self._version}&select=%24all" if read else f"?v={self._version}"
+        return URL(f"{self._root}/{user_id}{query}", encoded=True)
+
+    async def get_user(self, user_id: int) -> Reply:
+        reply = await self._send("GET", self._url(user_id, read=True), None)
+        if reply.status is None or not 200 <= reply.status < 300:
+            return reply
+        return _read_user(reply, user_id)
+
+    async def put_user(self, user_id: int, entity: Mapping[str, Any], revision: str) -> Reply:
+        body = json.dumps(entity, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "If-Match": revision}
+        method = "PUT"
+        if self._transport.method_override:
+            method = "POST"
+            headers["X-HTTP-Method-Override"] = "PUT"
+        return await self._send(method, self._url(user_id, read=False), body, headers)
+
+    async def _send(
+        self, method: str, url: URL, body: bytes | None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """Send once; on 401 renew the credential once and send again."""
+        for renewal in (False, True):
+            sent_auth = await self._auth.header()
+            request_headers = dict(headers) if headers else {}
+            if sent_auth is not None:
+                request_headers["Authorization"] = sent_auth
+            reply = await self._exchange(method, url, body, request_headers)
+            if reply.status != 401 or renewal or not await self._auth.renew(sent_auth):
+                return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange(
+        self, method: str, url: URL, body: bytes | None, headers: dict[str, str]
+    ) -> Reply:
+        try:
+            async with self._session.request(method, url, data=body, headers=headers) as resp:
+                raw, too_big = await _read_capped(resp, self._transport.max_body)
+                retry_after = None
+                if resp.status == 429 or resp.status == 503:
+                    retry_after = retry_after_seconds(
+                        resp.headers.get("Retry-After"), now_epoch=self._epoch()
+                    )
+                problem = (
+                    f"answer body larger than {self._transport.max_body} bytes" if too_big else None
+                )
+                return Reply(
+                    status=resp.status,
+                    revision=resp.headers.get("ac-revision") or resp.headers.get("ETag"),
+                    body=raw,
+                    retry_after=retry_after,
+                    problem=problem,
+                )
+        except TimeoutError:
+            return Reply(
+                status=None, problem=f"no answer within {self._transport.read_timeout:g} s"
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return Reply(status=None, problem=f"connection failed ({_describe(exc)})")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """Read the body, but never more than `cap` bytes."""
+    length = resp.content_length
+    if length is not None and length > cap:
+        return b"", True
+    if length is not None:
+        return await resp.read(), False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return b"", True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+def _read_user(reply: Reply, user_id: int) -> Reply:
+    """Check a GET answer is a usable user entity with a revision."""
+    if reply.problem is not None:
+        return reply
+    problem: str | None = None
+    entity: Any = None
+    try:
+        entity = json.loads(reply.body)
+    except ValueError:
+        problem = "answer is not JSON"
+    else:
+        if not isinstance(entity, dict):
+            problem = f"answer is JSON of the wrong shape ({type(entity).__name__}, not an object)"
+        elif entity.get("id") is not None and str(entity.get("id")) != str(user_id):
+            problem = f"answer is for user {entity.get('id')!s:.40}, not {user_id}"
+    if problem is None and not reply.revision:
+        problem = "answer has no ac-revision header; refusing to PUT without If-Match"
+    if problem is not None:
+        return Reply(status=reply.status, revision=reply.revision, body=reply.body, problem=problem)
+    return Reply(status=reply.status, revision=reply.revision, entity=entity, body=b"")
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a transport exception."""
+    name = type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{name}: {text[:120]}" if text else name

@@ -1,0 +1,460 @@
+"""The bulk-update engine: a producer streams rows into a bounded stream, workers run
+GET-merge-PUT with If-Match under one shared rate limiter, a reporter journals each outcome.
+
+One task group. A failed row is a value (a RowResult); only what ends the whole run
+(credentials refused, the journal unwritable, a hard stop) raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from bulkusers.changes import Change, InvalidRow
+from bulkusers.classify import Verdict, classify, server_message
+from bulkusers.client import Reply, UsersApi
+from bulkusers.clock import Clock
+from bulkusers.errors import AuthRefused, JournalFailed, RunStopped
+from bulkusers.merge import merge, role_warnings
+from bulkusers.ratelimit import RateLimiter
+from bulkusers.results import Outcome, RowResult
+
+log = structlog.get_logger("bulkusers.engine")
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_ATTEMPTS = 5
+#: LivePerson's retry policy for 5xx / timeouts / dropped connections: 3 retries, 5/10/15 s.
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (5.0, 10.0, 15.0)
+#: Backoff between conflict attempts: base * 2**n, capped, with full jitter.
+DEFAULT_CONFLICT_BACKOFF = 0.2
+DEFAULT_CONFLICT_BACKOFF_MAX = 5.0
+#: A row gives up after this many 429s in a row on one request (each one waited out).
+DEFAULT_MAX_THROTTLE_WAITS = 30
+#: Jitter applied to retry delays (fraction of the delay, both ways).
+RETRY_JITTER = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The engine's knobs; the CLI builds one from the command line."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    conflict_backoff: float = DEFAULT_CONFLICT_BACKOFF
+    conflict_backoff_max: float = DEFAULT_CONFLICT_BACKOFF_MAX
+    max_throttle_waits: int = DEFAULT_MAX_THROTTLE_WAITS
+    dry_run: bool = False
+
+
+class StopReason(enum.Enum):
+    """Why the run stopped taking rows."""
+
+    AUTH = "the server refused the credentials"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Counters:
+    """Run-wide tallies for the summary."""
+
+    requests: int = 0
+    gets: int = 0
+    puts: int = 0
+    retries: int = 0
+    conflicts: int = 0
+    throttled: int = 0
+    outcomes: collections.Counter[Outcome] = field(default_factory=collections.Counter)
+
+
+Reporter = Callable[[RowResult], None]
+
+
+@dataclass(slots=True)
+class _Work:
+    change: Change
+    after: anyio.Event | None  # the previous row for the same user must settle first
+    done: anyio.Event
+
+
+@dataclass(slots=True)
+class _RowState:
+    """Per-row budgets and what the row has seen so far."""
+
+    change: Change
+    transient_left: list[float]
+    attempts: int = 0
+    status: int | None = None
+    revision_before: str | None = None
+    last_problem: str = ""
+    in_doubt: tuple[str, ...] = ()  # what a PUT whose answer was lost would have changed
+    verify_only: bool = False  # retries are spent: read once more, never PUT again
+    conflicted_on: dict[str, Any] | None = None  # the entity a refused PUT was based on
+
+
+class Engine:
+    """Runs one changes file against one Users API."""
+
+    def __init__(
+        self,
+        api: UsersApi,
+        *,
+        settings: EngineSettings,
+        limiter: RateLimiter,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._api = api
+        self._settings = settings
+        self._limiter = limiter
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.counters = Counters()
+        self._stop: StopReason | None = None
+        self._stop_message = ""
+        self._last_for_user: dict[int, anyio.Event] = {}
+        self._serial: anyio.Lock | None = None  # set once revisions look account-wide
+        self._row_scopes: set[anyio.CancelScope] = set()
+        self._hard = False
+        self._fatal: RunStopped | None = None
+
+    @property
+    def stopped(self) -> StopReason | None:
+        return self._stop
+
+    @property
+    def stop_message(self) -> str:
+        return self._stop_message
+
+    def hard_stop(self) -> None:
+        """Cut off the rows in flight now; they end `skipped` (a PUT already sent may have
+        been applied: --resume reads the user again and finds it `unchanged`)."""
+        self.request_stop(StopReason.INTERRUPTED)
+        self._hard = True
+        for scope in self._row_scopes:
+            scope.cancel()
+
+    def request_stop(self, reason: StopReason, message: str = "") -> None:
+        """Take no new rows; rows not yet tried end `skipped`."""
+        if self._stop is None:
+            self._stop = reason
+            self._stop_message = message or reason.value
+            log.warning("run_stopping", reason=self._stop_message)
+
+    async def run(
+        self,
+        rows: Iterable[Change | InvalidRow],
+        report: Reporter,
+        *,
+        skip_rows: frozenset[int] = frozenset(),
+    ) -> Counters:
+        """Process every row; `report` is called once per row not in `skip_rows`, in
+        settle order. Raises AuthRefused if the credentials were refused."""
+        concurrency = self._settings.concurrency
+        work_send, work_recv = anyio.create_memory_object_stream[_Work](concurrency)
+        result_send, result_recv = anyio.create_memory_object_stream[RowResult](concurrency * 2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._reporter, result_recv, report, tg.cancel_scope)
+            async with work_recv, result_send:
+                tg.start_soon(self._producer, rows, skip_rows, work_send, result_send.clone())
+                for _ in range(concurrency):
+                    tg.start_soon(self._worker, work_recv.clone(), result_send.clone())
+        if self._fatal is not None:
+            raise self._fatal
+        if self._stop is StopReason.AUTH:
+            raise AuthRefused(self._stop_message)
+        return self.counters
+
+    async def _producer(
+        self,
+        rows: Iterable[Change | InvalidRow],
+        skip_rows: frozenset[int],
+        work: ObjectSendStream[_Work],
+        results: ObjectSendStream[RowResult],
+    ) -> None:
+        async with work, results:
+            for item in rows:
+                if item.row in skip_rows:
+                    continue
+                if isinstance(item, InvalidRow):
+                    await results.send(
+                        RowResult(
+                            row=item.row,
+                            id=item.raw_id,
+                            outcome=Outcome.INVALID,
+                            error=item.message,
+                        )
+                    )
+                    continue
+                if self._stop is not None:
+                    await results.send(self._skipped(item))
+                    continue
+                done = anyio.Event()
+                after = self._last_for_user.get(item.user_id)
+                self._last_for_user[item.user_id] = done
+                await work.send(_Work(change=item, after=after, done=done))
+
+    async def _worker(
+        self, work: ObjectReceiveStream[_Work], results: ObjectSendStream[RowResult]
+    ) -> None:
+        async with work, results:
+            async for item in work:
+                if item.after is not None:
+                    await item.after.wait()
+                change = item.change
+                result = None
+                if self._stop is None:
+                    with anyio.CancelScope() as scope:
+                        self._row_scopes.add(scope)
+                        try:
+                            result = await self._process(change)
+                        finally:
+                            self._row_scopes.discard(scope)
+                if result is None:
+                    result = self._skipped(change)
+                item.done.set()
+                if self._last_for_user.get(change.user_id) is item.done:
+                    del self._last_for_user[change.user_id]
+                await results.send(result)
+
+    async def _reporter(
+        self, results: ObjectReceiveStream[RowResult], report: Reporter, run: anyio.CancelScope
+    ) -> None:
+        async with results:
+            async for result in results:
+                try:
+                    report(result)
+                except OSError as exc:
+                    # Nothing more can be recorded: stop everything, the journal stays valid
+                    # up to the last complete line.
+                    self._fatal = JournalFailed(
+                        f"writing the results file failed: {exc.strerror or exc}; "
+                        "free the disk and run again with --resume"
+                    )
+                    self.request_stop(StopReason.INTERRUPTED, str(self._fatal))
+                    run.cancel()
+                    return
+                self.counters.outcomes[result.outcome] += 1
+
+    def _skipped(self, change: Change) -> RowResult:
+        return RowResult(
+            row=change.row,
+            id=str(change.user_id),
+            outcome=Outcome.SKIPPED,
+            error=f"not tried: the run stopped ({self._stop_message})",
+        )
+
+    # -- one row -----------------------------------------------------------------------------
+
+    async def _process(self, change: Change) -> RowResult:
+        """GET-merge-PUT with If-Match until done, a final answer, or the budgets run out."""
+        row = _RowState(change=change, transient_left=list(self._settings.retry_delays))
+        while True:
+            lock = self._serial
+            if lock is None:
+                step = await self._attempt(row)
+            else:
+                async with lock:
+                    step = await self._attempt(row)
+            if isinstance(step, RowResult):
+                return step
+            await self._clock.sleep(step)
+
+    async def _attempt(self, row: _RowState) -> RowResult | float:
+        """One GET-merge-PUT; returns the row's result, or the pause before the next attempt."""
+        settings = self._settings
+        uid = row.change.user_id
+        row.attempts += 1
+        got = await self._call(
+            row, lambda: self._api.get_user(uid), retry_transient=True, put=False
+        )
+        final = self._final(row, got)
+        if final is not None:
+            return final
+        entity, revision = got.entity, got.revision
+        assert entity is not None, "_final checked the answer"
+        assert revision is not None, "_final checked the answer"
+        if row.revision_before is None:
+            row.revision_before = revision
+        if row.conflicted_on is not None and entity == row.conflicted_on:
+            self._suspect_collection_revision(uid)
+        merged = merge(entity, row.change)
+        if not merged.changed:
+            if row.in_doubt:
+                return self._result(
+                    row,
+                    Outcome.UPDATED,
+                    changed=row.in_doubt,
+                    revision_after=revision,
+                    error="the PUT's answer was lost; a fresh read shows the change in place",
+                )
+            return self._result(row, Outcome.UNCHANGED, revision_after=revision)
+        warnings = "; ".join(role_warnings(entity, merged.entity))
+        if settings.dry_run:
+            return self._result(row, Outcome.WOULD_UPDATE, changed=merged.changed, error=warnings)
+        if row.verify_only:
+            return self._result(row, Outcome.FAILED, error=row.last_problem)
+        put = await self._call(
+            row,
+            lambda: self._api.put_user(uid, merged.entity, revision),
+            retry_transient=False,
+            put=True,
+        )
+        verdict = self._verdict(put)
+        if verdict is Verdict.OK:
+            return self._result(
+                row,
+                Outcome.UPDATED,
+                changed=merged.changed,
+                revision_after=put.revision,
+                error=warnings,
+            )
+        if verdict is Verdict.CONFLICT:
+            self.counters.conflicts += 1
+            row.conflicted_on = entity
+            row.last_problem = f"revision {revision} was stale (HTTP {put.status})"
+            if row.attempts >= settings.max_attempts:
+                return self._result(
+                    row,
+                    Outcome.CONFLICT,
+                    error=f"gave up after {row.attempts} attempts: {row.last_problem}",
+                )
+            return self._conflict_delay(row.attempts)
+        if verdict is Verdict.TRANSIENT:
+            # The PUT may or may not have been applied: never re-PUT blindly, read again.
+            row.in_doubt = merged.changed
+            row.conflicted_on = None
+            delay = self._take_retry(row, put)
+            if delay is None or row.attempts >= settings.max_attempts:
+                row.verify_only = True  # one last read decides between updated and failed
+                return 0.0
+            return delay
+        final = self._final(row, put)
+        assert final is not None
+        return final
+
+    def _suspect_collection_revision(self, user_id: int) -> None:
+        """A conflict although nobody changed this user: the server checks If-Match against
+        the account-wide revision, so concurrent writes only collide. Write one at a time."""
+        if self._serial is None:
+            self._serial = anyio.Lock()
+            log.warning(
+                "serial_writes",
+                user_id=user_id,
+                reason="conflict without a change to the user: the server appears to check "
+                "revisions account-wide; writing one user at a time from now on",
+            )
+
+    def _verdict(self, reply: Reply) -> Verdict:
+        if reply.status is None:
+            return Verdict.TRANSIENT
+        verdict = classify(reply.status)
+        if verdict is Verdict.OK and reply.problem is not None:
+            return Verdict.TRANSIENT
+        return verdict
+
+    def _final(self, row: _RowState, reply: Reply) -> RowResult | None:
+        """The row's outcome if this answer ends it; None if it may go on."""
+        verdict = self._verdict(reply)
+        if verdict is Verdict.OK:
+            return None
+        error = reply.problem or server_message(reply.status or 0, reply.body)
+        final_outcome = _FINAL_OUTCOMES.get(verdict)
+        if verdict is Verdict.UNAUTHORIZED:
+            self.request_stop(StopReason.AUTH, error)
+            return self._skipped(row.change)
+        if final_outcome is None:
+            final_outcome = Outcome.FAILED
+        return self._result(row, final_outcome, error=error)
+
+    def _result(
+        self,
+        row: _RowState,
+        outcome: Outcome,
+        *,
+        changed: tuple[str, ...] = (),
+        revision_after: str | None = None,
+        error: str = "",
+    ) -> RowResult:
+        return RowResult(
+            row=row.change.row,
+            id=str(row.change.user_id),
+            outcome=outcome,
+            http_status=row.status,
+            attempts=row.attempts,
+            revision_before=row.revision_before,
+            revision_after=revision_after,
+            changed=changed,
+            error=error,
+        )
+
+    async def _call(
+        self,
+        row: _RowState,
+        send: Callable[[], Awaitable[Reply]],
+        *,
+        retry_transient: bool,
+        put: bool,
+    ) -> Reply:
+        """Send one request under the rate limit, waiting out 429s and (if allowed) retrying
+        transient failures with the policy's delays. Returns the last answer."""
+        throttle_waits = 0
+        counters = self.counters
+        while True:
+            await self._limiter.acquire()
+            counters.requests += 1
+            if put:
+                counters.puts += 1
+            else:
+                counters.gets += 1
+            reply = await send()
+            row.status = reply.status
+            verdict = self._verdict(reply)
+            if verdict is Verdict.THROTTLED:
+                counters.throttled += 1
+                self._limiter.throttled(reply.retry_after)
+                throttle_waits += 1
+                if throttle_waits > self._settings.max_throttle_waits:
+                    row.last_problem = f"still HTTP 429 after {throttle_waits} waits"
+                    return reply
+                continue  # acquire() waits out the pause, for every worker
+            if verdict is not Verdict.TRANSIENT or not retry_transient:
+                return reply
+            delay = self._take_retry(row, reply)
+            if delay is None:
+                return reply
+            await self._clock.sleep(delay)
+
+    def _take_retry(self, row: _RowState, reply: Reply) -> float | None:
+        """Use one transient retry of the row's budget: the delay to wait, or None if spent."""
+        row.last_problem = reply.problem or server_message(reply.status or 0, reply.body)
+        if not row.transient_left:
+            return None
+        self.counters.retries += 1
+        delay = row.transient_left.pop(0)
+        return delay * (1 + self._rng.uniform(-RETRY_JITTER, RETRY_JITTER))
+
+    def _conflict_delay(self, attempt: int) -> float:
+        settings = self._settings
+        ceiling = min(settings.conflict_backoff_max, settings.conflict_backoff * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+
+#: Outcome of a row whose answer ends it, by verdict.
+_FINAL_OUTCOMES = {
+    Verdict.NOT_FOUND: Outcome.NOT_FOUND,
+    Verdict.REJECTED: Outcome.REJECTED,
+    Verdict.CONFLICT: Outcome.CONFLICT,
+    Verdict.TRANSIENT: Outcome.FAILED,
+    Verdict.THROTTLED: Outcome.FAILED,
+}
+
+__all__ = ["Counters", "Engine", "EngineSettings", "RunStopped", "StopReason"]

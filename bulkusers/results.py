@@ -1,0 +1,238 @@
+"""The results file: one CSV line per input row, the run's journal, safe across kill -9."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulkusers.clock import Clock
+from bulkusers.errors import ResultsFileError
+
+COLUMNS = (
+    "row",
+    "id",
+    "outcome",
+    "http_status",
+    "attempts",
+    "revision_before",
+    "revision_after",
+    "changed",
+    "error",
+)
+HEADER_LINE = ",".join(COLUMNS) + "\n"
+#: fsync the journal at least this often (and at close).
+DEFAULT_FSYNC_INTERVAL = 1.0
+
+
+class Outcome(enum.Enum):
+    """How a row ended."""
+
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    WOULD_UPDATE = "would_update"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    REJECTED = "rejected"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def is_success(self) -> bool:
+        return self in _SUCCESS
+
+
+_SUCCESS = frozenset({Outcome.UPDATED, Outcome.UNCHANGED, Outcome.WOULD_UPDATE})
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """The settled outcome of one input row."""
+
+    row: int
+    id: str
+    outcome: Outcome
+    http_status: int | None = None
+    attempts: int = 0
+    revision_before: str | None = None
+    revision_after: str | None = None
+    changed: tuple[str, ...] = ()
+    error: str = ""
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    """One results cell: one line, and never read as a formula by a spreadsheet."""
+    if value is None:
+        return ""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.splitlines())
+    if text.startswith(_FORMULA_START):
+        text = "'" + text
+    return text
+
+
+def format_line(result: RowResult) -> str:
+    """The CSV line for one result, newline included."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(
+        (
+            result.row,
+            _cell(result.id),
+            result.outcome.value,
+            "" if result.http_status is None else result.http_status,
+            result.attempts,
+            _cell(result.revision_before),
+            _cell(result.revision_after),
+            _cell("|".join(result.changed)),
+            _cell(result.error),
+        )
+    )
+    return buffer.getvalue()
+
+
+def _parse_line(line: str) -> RowResult | None:
+    """A journal line back to a result; None if it is damaged."""
+    try:
+        (fields,) = list(csv.reader([line]))
+    except (csv.Error, ValueError):
+        return None
+    if len(fields) != len(COLUMNS) or not fields[0].isdigit():
+        return None
+    outcome = _OUTCOMES.get(fields[2])
+    if outcome is None or not fields[4].isdigit():
+        return None
+    return RowResult(
+        row=int(fields[0]),
+        id=fields[1],
+        outcome=outcome,
+        http_status=int(fields[3]) if fields[3].isdigit() else None,
+        attempts=int(fields[4]),
+        revision_before=fields[5] or None,
+        revision_after=fields[6] or None,
+        changed=tuple(fields[7].split("|")) if fields[7] else (),
+        error=fields[8],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """What an earlier run of the same changes file settled."""
+
+    settled: dict[int, RowResult]  # by row number; `skipped` rows are not settled
+    fingerprint: str | None
+
+
+def meta_path(results: Path) -> Path:
+    """The sidecar that ties a results file to the changes file it was made from."""
+    return results.with_name(results.name + ".meta")
+
+
+def read_journal(results: Path) -> Journal:
+    """Read a results file for --resume, ignoring a line a crash cut short."""
+    settled: dict[int, RowResult] = {}
+    try:
+        with results.open(encoding="utf-8", newline="") as handle:
+            header = handle.readline()
+            if header and header != HEADER_LINE:
+                raise ResultsFileError(
+                    f"{results}: not a bulkusers results file (unexpected header)"
+                )
+            for line in handle:
+                if not line.endswith("\n"):
+                    break  # cut short by a crash mid-write: the row was not settled
+                result = _parse_line(line)
+                if result is not None and result.outcome is not Outcome.SKIPPED:
+                    settled[result.row] = result
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{results}: cannot read ({exc.__class__.__name__})") from exc
+    fingerprint = None
+    try:
+        fingerprint = json.loads(meta_path(results).read_text("utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        fingerprint = None
+    return Journal(settled=settled, fingerprint=fingerprint)
+
+
+class ResultsJournal:
+    """Appends result lines, flushed at once and fsynced at least every second."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock,
+        fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._fsync_interval = fsync_interval
+        self._handle: io.TextIOWrapper | None = None
+        self._last_sync = 0.0
+
+    def start(self, *, keep: Iterable[RowResult] = (), fingerprint: str, changes: Path) -> None:
+        """Write the header and the rows kept from an earlier run, atomically, then open for
+        appending. Fails with ResultsFileError before any request if the path is unusable."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                out.write(HEADER_LINE)
+                for result in keep:
+                    out.write(format_line(result))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+            meta = {"changes": str(changes), "sha256": fingerprint}
+            meta_path(self.path).write_text(json.dumps(meta) + "\n", "utf-8")
+            self._handle = self.path.open("a", encoding="utf-8", newline="")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ResultsFileError(
+                f"cannot write the results file {self.path}: {exc.strerror or exc}"
+            ) from exc
+        self._last_sync = self._clock.now()
+
+    def write(self, result: RowResult) -> None:
+        """Record one settled row; it is in the OS before this returns."""
+        handle = self._handle
+        assert handle is not None, "start() first"
+        handle.write(format_line(result))
+        handle.flush()
+        now = self._clock.now()
+        if now - self._last_sync >= self._fsync_interval:
+            os.fsync(handle.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        """Flush and fsync; safe to call twice."""
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            handle.close()
+
+
+def iter_results(path: Path) -> Iterator[RowResult]:
+    """Every complete line of a results file (for tests and the summary of a resumed run)."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        handle.readline()
+        for line in handle:
+            if line.endswith("\n"):
+                result = _parse_line(line)
+                if result is not None:
+                    yield result

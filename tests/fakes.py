@@ -1,0 +1,140 @@
+"""An in-memory Users API for tests of the pure engine (the real HTTP path is tested
+against the simulator in the end-to-end tests)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+
+from bulkusers.client import Reply
+
+Hook = Callable[["FakeApi", str, int], Reply | None]
+
+
+class FakeApi:
+    """Per-user (or account-wide) revisions and If-Match checks, plus scripted faults.
+
+    `faults` maps (method, user_id) to a list of fault names consumed one per call:
+    "503", "drop", "lost" (PUT applied, answer lost), "429", "401", "404", "400", "edit"
+    (another admin edits `description` just before this call is handled)."""
+
+    def __init__(self, users: Mapping[int, dict[str, Any]], *, collection: bool = False) -> None:
+        self.users = {uid: copy.deepcopy(u) for uid, u in users.items()}
+        self.revision = 100
+        self.user_revision = {uid: 100 for uid in users}
+        self.collection = collection
+        self.faults: dict[tuple[str, int], list[str]] = {}
+        self.calls: list[tuple[str, int]] = []
+        self.puts_by_user: dict[int, list[dict[str, Any]]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.edits = 0
+
+    def _current(self, uid: int) -> str:
+        return str(self.revision if self.collection else self.user_revision[uid])
+
+    def _fault(self, method: str, uid: int) -> str | None:
+        queue = self.faults.get((method, uid))
+        return queue.pop(0) if queue else None
+
+    def other_admin_edit(self, uid: int) -> None:
+        self.edits += 1
+        self.users[uid]["description"] = f"edited by other admin #{self.edits}"
+        self._bump(uid)
+
+    def _bump(self, uid: int) -> None:
+        self.revision += 1
+        self.user_revision[uid] = self.revision
+
+    async def _enter(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await anyio.sleep(0)
+
+    async def get_user(self, user_id: int) -> Reply:
+        self.calls.append(("GET", user_id))
+        await self._enter()
+        try:
+            fault = self._fault("GET", user_id)
+            if fault == "edit":
+                self.other_admin_edit(user_id)
+                fault = None
+            simple = _simple_fault(fault)
+            if simple is not None:
+                return simple
+            if user_id not in self.users:
+                return Reply(status=404, body=b'{"message": "User not found"}')
+            entity = copy.deepcopy(self.users[user_id])
+            return Reply(status=200, revision=self._current(user_id), entity=entity)
+        finally:
+            self.in_flight -= 1
+
+    async def put_user(self, user_id: int, entity: Mapping[str, Any], revision: str) -> Reply:
+        self.calls.append(("PUT", user_id))
+        await self._enter()
+        try:
+            fault = self._fault("PUT", user_id)
+            if fault == "edit":
+                self.other_admin_edit(user_id)
+                fault = None
+            simple = _simple_fault(fault)
+            if simple is not None:
+                return simple
+            if user_id not in self.users:
+                return Reply(status=404, body=b'{"message": "User not found"}')
+            if revision != self._current(user_id):
+                return Reply(status=409, body=b'{"message": "stale revision"}')
+            stored = json.loads(json.dumps(entity))  # what went over the wire
+            self.users[user_id] = stored
+            self.puts_by_user.setdefault(user_id, []).append(stored)
+            self._bump(user_id)
+            if fault == "lost":
+                return Reply(status=None, problem="connection failed (ServerDisconnectedError)")
+            return Reply(status=200, revision=self._current(user_id))
+        finally:
+            self.in_flight -= 1
+
+    def lose_put_answer(self, user_id: int) -> None:
+        """The next PUT for this user is applied but its answer is lost."""
+        self.faults.setdefault(("PUT", user_id), []).append("lost")
+
+
+def _simple_fault(fault: str | None) -> Reply | None:
+    if fault is None or fault == "lost":
+        return None
+    return _FAULTS[fault]
+
+
+_FAULTS: dict[str, Reply] = {
+    "503": Reply(status=503, body=b"<html><body><h1>503 Service Unavailable</h1></body></html>"),
+    "drop": Reply(status=None, problem="connection failed (ServerDisconnectedError)"),
+    "429": Reply(status=429, retry_after=2.0, body=b'{"message": "Too many requests"}'),
+    "401": Reply(status=401, body=b'{"message": "Unauthorized"}'),
+    "404": Reply(status=404, body=b'{"message": "User not found"}'),
+    "400": Reply(status=400, body=b'{"message": "maxChats must be >= 0"}'),
+}
+
+
+def make_user(uid: int, **overrides: Any) -> dict[str, Any]:
+    """A plausible user entity with an attribute bulkusers does not know."""
+    user: dict[str, Any] = {
+        "id": uid,
+        "deleted": False,
+        "loginName": f"agent.{uid}",
+        "fullName": "",
+        "nickname": f"Agent {uid}",
+        "isEnabled": True,
+        "maxChats": 3,
+        "email": f"agent{uid}@example.com",
+        "skillIds": [11, 12],
+        "profileIds": [3],
+        "memberOf": {"agentGroupId": 7, "assignmentDate": "2025-01-02 03:04:05"},
+        "description": "original",
+        "extendedAttributes": {"costCenter": "CC-17", "badges": ["gold"]},
+    }
+    user.update(overrides)
+    return user
