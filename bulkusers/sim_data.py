@@ -139,7 +139,7 @@ def _generate_user(rng: random.Random, index: int) -> dict[str, Any]:
         "employeeId": f"E{rng.randrange(10_000, 100_000)}",
         "isApiUser": False,
         "userTypeId": 1,
-        "dateUpdated": _random_date(rng),
+        "dateUpdated": max(_random_date(rng), pwd_changed),
         "lastPwdChangeDate": pwd_changed,
         # Unknown to bulkusers on purpose: it must round-trip untouched.
         "extendedAttributes": {
@@ -199,3 +199,16 @@ def _checked_entry(path: Path, position: int, entry: object) -> dict[str, Any]:
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
         raise ValueError(f"{path}: user {position}: id must be a positive integer")
     return dict(entry)
+
+
+def users_json(users: Iterable[dict[str, Any]]) -> str:
+    """A readable JSON list, one user per line, as samples/seed.json is written."""
+    lines = [json.dumps(user, ensure_ascii=False) for user in users]
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+if __name__ == "__main__":  # regenerate the sample: python -m bulkusers.sim_data 300 0 > FILE
+    import sys
+
+    count, seed = (int(arg) for arg in sys.argv[1:3])
+    sys.stdout.write(users_json(generate_users(count, seed)))
