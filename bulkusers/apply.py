@@ -17,7 +17,7 @@ import structlog
 from bulkusers.changes import count_rows, fingerprint, open_changes
 from bulkusers.client import HttpUsersApi, Transport, make_session
 from bulkusers.clock import Clock, SystemClock
-from bulkusers.connect import connect
+from bulkusers.connect import connect, refused_message, ssl_context
 from bulkusers.engine import Counters, Engine, EngineSettings, StopReason
 from bulkusers.errors import ResultsFileError, RunStopped
 from bulkusers.progress import ProgressDisplay
@@ -82,9 +82,12 @@ async def run_apply(
                 read_timeout=settings.read_timeout,
             )
             async with make_session(
-                concurrency=settings.concurrency, transport=transport
+                concurrency=settings.concurrency,
+                transport=transport,
+                ssl=ssl_context(settings.ca_bundle),
             ) as session:
-                base_url, auth = await connect(settings, session)
+                connection = await connect(settings, session)
+                base_url, auth = connection.base_url, connection.auth
                 api = HttpUsersApi(
                     session,
                     base_url=base_url,
@@ -118,6 +121,8 @@ async def run_apply(
                 stopped = await _run_engine(
                     engine, reader, sink, settings, total=total, earlier=frozenset(earlier)
                 )
+                if engine.stopped is StopReason.AUTH:
+                    stopped = refused_message(auth, stopped)
                 stats = limiter.stats()
         finally:
             sink.close()
