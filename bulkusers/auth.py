@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import anyio
@@ -29,9 +29,6 @@ log = structlog.get_logger("bulkusers.auth")
 DEFAULT_RENEW_MARGIN = 60.0
 #: ... and at most this fraction of the token's lifetime before it (short-lived tokens).
 RENEW_FRACTION = 0.1
-#: A token fetched because of a 401 and refused again this soon is not renewed again: the
-#: credentials, not the token's age, are the problem.
-REFUSAL_WINDOW = 60.0
 #: After a failed renewal, keep the still-valid token and try again this much later.
 RENEW_RETRY_AFTER = 10.0
 
@@ -202,7 +199,8 @@ class SentinelTokens:
             )
         if answer.status in (400, 401, 403):
             raise TokenRefused(
-                f"the token endpoint refused {who} (HTTP {answer.status}{said}); "
+                f"the token endpoint at {_origin(self._url)} refused {who} "
+                f"(HTTP {answer.status}{said}); "
                 "check LP_CLIENT_ID, LP_CLIENT_SECRET and --account"
             )
         if not 200 <= answer.status < 300:
@@ -237,6 +235,11 @@ class SentinelTokens:
         return f"SentinelTokens(url={self._url!r}, client_id={self._client_id!r})"
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _oauth_error(data: Any) -> str:
     """`invalid_client: bad secret` from an RFC 6749 error answer, or ''."""
     if not isinstance(data, dict):
@@ -248,11 +251,9 @@ def _oauth_error(data: Any) -> str:
 @dataclass(frozen=True, slots=True)
 class _Token:
     header: SecretStr
-    fetched_at: float  # monotonic
     renew_at: float  # monotonic; inf when the lifetime is unknown
     expires_at: float  # monotonic; inf when unknown
     expires_epoch: float | None  # wall clock, for people
-    after_refusal: bool  # fetched because the previous one was refused
 
 
 class OAuthClientCredentials:
@@ -298,15 +299,8 @@ class OAuthClientCredentials:
             current = self._token
             if current is not None and current.header.get_secret_value() != rejected:
                 return True  # another worker renewed it while this one waited
-            now = self._clock.now()
-            if (
-                current is not None
-                and current.after_refusal
-                and now - current.fetched_at < REFUSAL_WINDOW
-            ):
-                return False
             try:
-                self._token = await self._fetch(after_refusal=True)
+                self._token = await self._fetch()
             except (TokenRefused, TokenUnavailable) as exc:
                 self.problem = str(exc)
                 log.warning("token_renewal_failed", reason=self.problem)
@@ -322,7 +316,7 @@ class OAuthClientCredentials:
             if current is not stale and current is not None:
                 return current
             try:
-                self._token = await self._fetch(after_refusal=False)
+                self._token = await self._fetch()
             except (TokenRefused, TokenUnavailable) as exc:
                 if current is None:
                     raise
@@ -335,7 +329,7 @@ class OAuthClientCredentials:
                 log.info("token_renewed", reason="expiring", expires_in=self.expires_in())
             return self._token
 
-    async def _fetch(self, *, after_refusal: bool) -> _Token:
+    async def _fetch(self) -> _Token:
         grant = await self._source.fetch()
         self.fetches += 1
         now = self._clock.now()
@@ -349,11 +343,9 @@ class OAuthClientCredentials:
             epoch = self._epoch() + lifetime
         return _Token(
             header=SecretStr(f"Bearer {grant.access_token.get_secret_value()}"),
-            fetched_at=now,
             renew_at=renew_at,
             expires_at=expires_at,
             expires_epoch=epoch,
-            after_refusal=after_refusal,
         )
 
     def expires_in(self) -> float | None:

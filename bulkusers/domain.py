@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import anyio
 
+from bulkusers.classify import server_message
 from bulkusers.clock import Clock, SystemClock
 from bulkusers.errors import LookupError_
 
@@ -41,7 +42,7 @@ class Answer:
 
     status: int | None  # None: no answer (timeout, connection failed)
     data: Any = None  # the parsed JSON body, None when not JSON
-    text: str = ""  # a short, one-line excerpt of the body for messages
+    text: str = ""  # what the server said, one short line, for messages
     problem: str | None = None  # why no usable answer came
     attempts: int = 1
 
@@ -106,7 +107,8 @@ async def _exchange_once(
         data = json.loads(text) if text.strip() else None
     except ValueError:
         data = None
-    return Answer(status=status, data=data, text=" ".join(text.split())[:160])
+    said = server_message(status, raw).partition(": ")[2]  # the server's words, one line
+    return Answer(status=status, data=data, text=said[:160])
 
 
 def describe_exception(exc: BaseException) -> str:
