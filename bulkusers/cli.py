@@ -236,9 +236,11 @@ def validate(changes: Path) -> None:
 
 
 def _register() -> None:
+    from bulkusers.check import check
     from bulkusers.simulator_cli import simulate
 
     cli.add_command(simulate)
+    cli.add_command(check)
 
 
 _register()
