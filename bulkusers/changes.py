@@ -106,7 +106,6 @@ def _shown(text: str) -> str:
     return repr(text)
 
 
-_ASCII_INT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]+)")
 
 
@@ -132,7 +131,9 @@ def _not_a_number(text: str) -> str:
 
 def _parse_long(text: str) -> int:
     """A Java long written as ASCII decimal digits with an optional sign."""
-    if not _ASCII_INT.fullmatch(text):
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    # str methods, not a regex: this runs for most cells of a big file.
+    if not (digits.isascii() and digits.isdigit()):
         raise _Bad(_not_a_number(text))
     # Checking the length first keeps int() away from huge digit strings.
     if len(text.lstrip("+-").lstrip("0")) > 19 or not (
@@ -197,8 +198,6 @@ _PARSERS: Mapping[Kind, Callable[[str], Value]] = MappingProxyType(
 )
 
 
-_USER_ID = re.compile(r"[1-9][0-9]*")
-
 #: Near-misses of an id, in the order they are told apart; ids are identities, so none is
 #: repaired (a dropped sign or zero could name somebody else).
 _ID_REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -214,10 +213,10 @@ def _parse_id(text: str) -> int:
     """A positive Java long in plain ASCII digits, or _Bad saying which near-miss it is."""
     if not text:
         raise _Bad("the id is empty")
-    if _USER_ID.fullmatch(text):
-        if len(text) > 19 or int(text) > schema.MAX_USER_ID:
+    if text.isascii() and text.isdigit() and text[0] != "0":
+        if len(text) > 19 or (user_id := int(text)) > schema.MAX_USER_ID:
             raise _Bad(f"too large (max {schema.MAX_USER_ID})")
-        return int(text)
+        return user_id
     for pattern, reason in _ID_REFUSALS:
         if pattern.fullmatch(text):
             raise _Bad(reason.format(shown=_shown(text)))
@@ -262,6 +261,10 @@ class _Layout:
     width: int
     columns: tuple[Column | None, ...]  # by position; None for the id and unnamed columns
     names: tuple[str, ...]
+    # Every column but the id: position, column (None if unnamed) and its kind's parser,
+    # looked up once here rather than once per cell.
+    edited: tuple[tuple[int, Column | None, Callable[[str], Value] | None], ...]
+    add_and_remove: bool  # some list has both :add and :remove columns, so rows may clash
 
 
 class _FileProblem(Exception):
@@ -344,12 +347,21 @@ def _layout(line: str) -> _Layout:
                 f"{column.attribute!r} replaces the whole list",
                 column.name,
             )
+    id_index = names.index(schema.KEY)
+    adds = {c.attribute for c in columns if c is not None and c.op is Op.ADD}
+    removes = {c.attribute for c in columns if c is not None and c.op is Op.REMOVE}
     return _Layout(
         delimiter=delimiter,
-        id_index=names.index(schema.KEY),
+        id_index=id_index,
         width=len(names),
         columns=tuple(columns),
         names=tuple(names),
+        edited=tuple(
+            (i, c, None if c is None else _PARSERS[c.kind])
+            for i, c in enumerate(columns)
+            if i != id_index
+        ),
+        add_and_remove=bool(adds & removes),
     )
 
 
@@ -433,7 +445,7 @@ def _records(lines: _Lines, delimiter: str) -> Iterator[list[str] | _Broken]:
                     'a quote (") opened in this row is never closed, so the rest of the file '
                     "was read as one cell"
                 )
-            elif any(cell and not cell.isspace() for cell in cells):
+            elif (cells and cells[0].strip()) or any(cell.strip() for cell in cells):
                 yield cells
             continue  # entirely blank lines (and `,,,` rows of spreadsheets) are no rows
         lines.skip_record()
@@ -466,6 +478,11 @@ def _column_label(layout: _Layout, index: int) -> str:
     return name if name else f"{index + 1} (no name)"
 
 
+def _may_be_hazardous(text: str) -> bool:
+    """A cheap test that clears most text (short, ASCII, no NUL) of every hazard at once."""
+    return not text.isascii() or "\x00" in text or len(text) > MAX_CELL_BYTES // 4
+
+
 def _cell_hazard(cell: str, secret: bool) -> str | None:
     """Why a cell cannot be used whatever its column, or None."""
     if len(cell) > MAX_CELL_BYTES // 4 and (
@@ -482,19 +499,17 @@ def _cell_hazard(cell: str, secret: bool) -> str | None:
     return None
 
 
+def _invalid(layout: _Layout, number: int, raw_id: str, index: int, reason: str) -> InvalidRow:
+    label = _column_label(layout, index)
+    return InvalidRow(number, raw_id, label, f"row {number}, column {label}: {reason}")
+
+
 def _parse_row(layout: _Layout, number: int, cells: list[str]) -> Change | InvalidRow:
     """One record -> a Change, or an InvalidRow naming the first problem."""
     id_index = layout.id_index
     raw_id = cells[id_index] if id_index < len(cells) else ""
-    if _cell_hazard(raw_id, secret=False) is not None:
+    if _may_be_hazardous(raw_id) and _cell_hazard(raw_id, secret=False) is not None:
         raw_id = ""  # not fit for the results file
-
-    def invalid(index: int | None, reason: str) -> InvalidRow:
-        if index is None:
-            return InvalidRow(number, raw_id, None, f"row {number}: {reason}")
-        label = _column_label(layout, index)
-        return InvalidRow(number, raw_id, label, f"row {number}, column {label}: {reason}")
-
     if len(cells) != layout.width:
         return InvalidRow(
             number,
@@ -502,37 +517,40 @@ def _parse_row(layout: _Layout, number: int, cells: list[str]) -> Change | Inval
             None,
             f"row {number} has {len(cells)} cells; the header has {layout.width}",
         )
-    for index, cell in enumerate(cells):
-        column = layout.columns[index]
-        secret = column is not None and column.attribute in schema.SECRET_ATTRIBUTES
-        hazard = _cell_hazard(cell, secret)
-        if hazard is not None:
-            return invalid(index, hazard)
+    joined = "".join(cells)
+    if not joined.isascii() or "\x00" in joined or len(joined) > MAX_CELL_BYTES // 4:
+        for index, cell in enumerate(cells):
+            column = layout.columns[index]
+            secret = column is not None and column.attribute in schema.SECRET_ATTRIBUTES
+            hazard = _cell_hazard(cell, secret)
+            if hazard is not None:
+                return _invalid(layout, number, raw_id, index, hazard)
     try:
         user_id = _parse_id(raw_id.strip())
     except _Bad as exc:
-        return invalid(id_index, str(exc))
+        return _invalid(layout, number, raw_id, id_index, str(exc))
     edits: list[Edit] = []
-    for index, cell in enumerate(cells):
-        column = layout.columns[index]
+    for index, column, parse in layout.edited:
+        cell = cells[index]
         text = cell.strip()
-        if not text or index == id_index:
+        if not text:
             continue
-        if column is None:
-            return invalid(index, f"{_shown(text)} is in a column with no name in the header")
+        if column is None or parse is None:
+            reason = f"{_shown(text)} is in a column with no name in the header"
+            return _invalid(layout, number, raw_id, index, reason)
         try:
-            edits.append(_edit(column, cell, text))
+            edits.append(_edit(column, parse, cell, text))
         except _Bad as exc:
-            return invalid(index, str(exc))
-    clash = _add_remove_clash(edits)
+            return _invalid(layout, number, raw_id, index, str(exc))
+    clash = _add_remove_clash(edits) if layout.add_and_remove else None
     if clash is not None:
         attribute, member = clash
         index = layout.names.index(f"{attribute}:remove")
-        return invalid(index, f"{member} is both added and removed")
+        return _invalid(layout, number, raw_id, index, f"{member} is both added and removed")
     return Change(row=number, user_id=user_id, edits=tuple(edits))
 
 
-def _edit(column: Column, cell: str, text: str) -> Edit:
+def _edit(column: Column, parse: Callable[[str], Value], cell: str, text: str) -> Edit:
     """One non-empty cell -> its edit."""
     if text == CLEAR:
         if column.op is not Op.SET:
@@ -543,9 +561,9 @@ def _edit(column: Column, cell: str, text: str) -> Edit:
         if column.attribute in schema.SECRET_ATTRIBUTES:
             raise _Bad(f"{CLEAR} cannot clear a password; leave the cell empty to keep it")
         return Edit(column.attribute, Op.SET, None)
-    parse = _PARSERS[column.kind]
     try:
-        value = parse(cell if column.kind is Kind.STRING else text)
+        # Strings are taken as written: a space may be meant; other kinds ignore padding.
+        value = parse(cell if parse is _parse_string else text)
     except _Bad:
         if column.attribute in schema.SECRET_ATTRIBUTES:
             raise _Bad("the value is not valid") from None
@@ -654,6 +672,11 @@ class ChangesReader:
     def close(self) -> None:
         """Release the file; rows not yet read are not read."""
         self._raw.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the file has been released."""
+        return self._raw.closed
 
     def __enter__(self) -> ChangesReader:
         return self
