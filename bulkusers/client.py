@@ -69,7 +69,7 @@ def make_session(
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=transport.connect_timeout, sock_read=transport.read_timeout
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
         trust_env=True,  # HTTPS_PROXY / NO_PROXY
@@ -77,6 +77,17 @@ def make_session(
         skip_auto_headers=("User-Agent",),
         headers={"User-Agent": "bulkusers", "Accept": "application/json"},
     )
+    _no_hidden_retries(session)
+    return session
+
+
+def _no_hidden_retries(session: aiohttp.ClientSession) -> None:
+    """aiohttp silently re-sends a PUT once when a kept-alive connection drops mid-request
+    (aio-libs/aiohttp#10790: no public switch). A PUT whose answer was lost must be followed
+    by a fresh GET, never re-sent, so turn that off; tests/test_client.py pins it."""
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError("this aiohttp version changed its hidden retry; check the pin")
+    session._retry_connection = False
 
 
 class HttpUsersApi:
