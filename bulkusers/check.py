@@ -60,8 +60,8 @@ class CheckSettings(BaseModel):
     csds_url: str = DEFAULT_CSDS_URL
     sentinel_url: str | None = None
     api_version: str = DEFAULT_API_VERSION
-    connect_timeout: float = Field(DEFAULT_CONNECT_TIMEOUT, gt=0)
-    read_timeout: float = Field(DEFAULT_READ_TIMEOUT, gt=0)
+    connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT, gt=0)
+    read_timeout: float = Field(default=DEFAULT_READ_TIMEOUT, gt=0)
     ca_bundle: Path | None = None
     credentials: Credentials = Credentials()
 
