@@ -109,6 +109,8 @@ async def connect(
         service = SERVICE_READ_ONLY if read_only else SERVICE_READ_WRITE
         base_url = await domain.base_url(service)
 
+    if creds.present:
+        _warn_if_cleartext(base_url, "the token")
     auth: Authorizer
     sentinel_url: str | None = None
     if creds.bearer_token is not None:
@@ -118,6 +120,7 @@ async def connect(
             sentinel_url = _checked_url(settings.sentinel_url, "--sentinel-url")
         else:
             sentinel_url = await domain.base_url(SERVICE_SENTINEL)
+        _warn_if_cleartext(sentinel_url, "the client secret")
         tokens = SentinelTokens(
             session,
             sentinel_url=sentinel_url,
@@ -144,6 +147,17 @@ async def connect(
     return Connection(
         base_url=base_url, auth=auth, service=service, sentinel_url=sentinel_url, domain=domain
     )
+
+
+def _warn_if_cleartext(url: str, what: str) -> None:
+    """Plain http is for the simulator on loopback; elsewhere say that a secret travels in
+    clear text (a warning, not a refusal: test rigs use http between containers)."""
+    if url.lower().startswith("http://") and not is_loopback_url(url):
+        log.warning(
+            "cleartext_credentials",
+            url=url,
+            reason=f"{what} is sent over plain http; use https outside a test setup",
+        )
 
 
 def _checked_url(url: str, option: str) -> str:

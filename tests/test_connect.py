@@ -530,6 +530,25 @@ async def test_tokens_the_server_expires_early_are_renewed_once_per_expiry(
         assert stats.requests == 600 + refused
 
 
+async def test_refused_bearer_token_stops_the_run_naming_it(tmp_path: Path) -> None:
+    """A 401 that no renewal can fix: exit 3, the summary names LP_BEARER_TOKEN, every row
+    is left for --resume."""
+    async with serve(sim_config(users=3)) as sim:
+        nickname_changes(tmp_path / "changes.csv", sim, 3)
+        done = await run_cli(
+            *apply_args(tmp_path / "changes.csv", "--csds-url", sim.url, "--rate", "0"),
+            env=cli_env(LP_BEARER_TOKEN=BEARER),
+        )
+    assert done.returncode == 3
+    assert done.stdout.splitlines()[0] == (
+        "bulkusers: run STOPPED: the server refused the bearer token in LP_BEARER_TOKEN; "
+        "HTTP 401: unknown bearer token"
+    )
+    outcomes = {r["outcome"] for r in read_results(tmp_path / "changes.results.csv")}
+    assert outcomes == {"skipped"}
+    assert BEARER not in done.stdout + done.stderr
+
+
 async def test_wrong_secret_stops_within_seconds_with_few_requests(tmp_path: Path) -> None:
     """A refused client secret: exit 3 at once, naming the client id, no user touched."""
     async with serve(sim_config(users=5)) as sim:
