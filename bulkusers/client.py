@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any, Protocol
 
 import aiohttp
@@ -60,9 +61,10 @@ class Transport:
 
 
 def make_session(
-    *, concurrency: int, transport: Transport, ssl: Any = True
+    *, concurrency: int, transport: Transport, ssl: SSLContext | bool = True
 ) -> aiohttp.ClientSession:
-    """A keep-alive session whose pool matches the number of requests in flight."""
+    """A keep-alive session whose pool matches the number of requests in flight; `ssl` is
+    True (system CAs) or the --ca-bundle context: verification is never off."""
     connector = aiohttp.TCPConnector(
         limit=concurrency, limit_per_host=concurrency, keepalive_timeout=60, ssl=ssl
     )
