@@ -142,10 +142,12 @@ def _equivalent(kind: Kind, before: object, after: object) -> bool:
 def merge(entity: Mapping[str, Any], change: Change) -> Merged:
     """Return the entity with the row applied; every attribute the row does not name comes
     back exactly as received, unknown ones included."""
+    # A secret the row sets keeps its place in the body, so re-applying a row keeps the order.
+    sets = {e.attribute for e in change.edits if isinstance(e.value, str)}
     result = {
         key: copy.deepcopy(value)
         for key, value in entity.items()
-        if key not in schema.SECRET_ATTRIBUTES
+        if key not in schema.SECRET_ATTRIBUTES or key in sets
     }
     for edit in change.edits:
         attribute = edit.attribute
@@ -159,13 +161,20 @@ def merge(entity: Mapping[str, Any], change: Change) -> Merged:
         updated = _EDITORS[kind](current, edit.op, edit.value)
         if not _equivalent(kind, current, updated):
             result[attribute] = updated
-    changed = [
+    changed = tuple(
         attribute
         for attribute in dict.fromkeys(edit.attribute for edit in change.edits)
-        if (attribute in schema.SECRET_ATTRIBUTES and attribute in result)
-        or not same_json(entity.get(attribute, _MISSING), result.get(attribute, _MISSING))
-    ]
-    return Merged(entity=result, changed=tuple(changed))
+        if _differs(attribute, entity, result)
+    )
+    return Merged(entity=result, changed=changed)
+
+
+def _differs(attribute: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether the body changes `attribute`; a password that is sent always does, since the
+    stored one cannot be read to compare."""
+    if attribute in schema.SECRET_ATTRIBUTES:
+        return attribute in after
+    return not same_json(before.get(attribute, _MISSING), after.get(attribute, _MISSING))
 
 
 def _profiles(entity: Mapping[str, Any]) -> frozenset[int]:
