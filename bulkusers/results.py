@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import io
@@ -167,7 +168,9 @@ def read_journal(results: Path) -> Journal:
 
 
 class ResultsJournal:
-    """Appends result lines, flushed at once and fsynced at least every second."""
+    """Appends result lines straight to the file (no user-space buffer: a settled row is in
+    the OS when `write` returns), fsyncs at least every second, and never leaves half a line
+    behind: a failed write is cut back to the last complete line."""
 
     def __init__(
         self,
@@ -179,7 +182,8 @@ class ResultsJournal:
         self.path = path
         self._clock = clock
         self._fsync_interval = fsync_interval
-        self._handle: io.TextIOWrapper | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes of complete lines on disk
         self._last_sync = 0.0
 
     def start(self, *, keep: Iterable[RowResult] = (), fingerprint: str, changes: Path) -> None:
@@ -196,7 +200,8 @@ class ResultsJournal:
             os.replace(tmp, self.path)
             meta = {"changes": str(changes), "sha256": fingerprint}
             meta_path(self.path).write_text(json.dumps(meta) + "\n", "utf-8")
-            self._handle = self.path.open("a", encoding="utf-8", newline="")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._size = os.fstat(self._fd).st_size
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ResultsFileError(
@@ -205,26 +210,33 @@ class ResultsJournal:
         self._last_sync = self._clock.now()
 
     def write(self, result: RowResult) -> None:
-        """Record one settled row; it is in the OS before this returns."""
-        handle = self._handle
-        assert handle is not None, "start() first"
-        handle.write(format_line(result))
-        handle.flush()
-        now = self._clock.now()
-        if now - self._last_sync >= self._fsync_interval:
-            os.fsync(handle.fileno())
-            self._last_sync = now
+        """Record one settled row; raises OSError (disk full...) with the file left whole."""
+        fd = self._fd
+        assert fd is not None, "start() first"
+        data = format_line(result).encode("utf-8")
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            now = self._clock.now()
+            if now - self._last_sync >= self._fsync_interval:
+                os.fsync(fd)
+                self._last_sync = now
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
+            raise
+        self._size += len(data)
 
     def close(self) -> None:
-        """Flush and fsync; safe to call twice."""
-        handle, self._handle = self._handle, None
-        if handle is None:
+        """fsync and close; safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
         try:
-            handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(fd)
         finally:
-            handle.close()
+            os.close(fd)
 
 
 def iter_results(path: Path) -> Iterator[RowResult]:
