@@ -277,10 +277,17 @@ class _FileProblem(Exception):
 
 def _split_header(line: str) -> tuple[str, list[str]]:
     """The delimiter and the stripped names: the candidate with an id column and most columns."""
+    if "\r" in line.rstrip("\r\n"):
+        # Excel's "CSV (Macintosh)" ends lines with CR alone: the whole file is one line.
+        raise _FileProblem("lines end with a carriage return only; save the file as CSV UTF-8")
     best: tuple[bool, int] | None = None
     chosen = (DELIMITERS[0], [line.strip()])
     for delimiter in DELIMITERS:
-        names = [cell.strip() for cell in next(csv.reader([line], delimiter=delimiter))]
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter))
+        except csv.Error as exc:
+            raise _FileProblem(f"the header line is not valid CSV ({exc})") from None
+        names = [cell.strip() for cell in cells]
         score = (schema.KEY in names, len(names))
         if best is None or score > best:
             best, chosen = score, (delimiter, names)

@@ -496,6 +496,17 @@ def test_an_unclosed_quote_is_reported_not_swallowed_silently(tmp_path: Path) ->
     assert len(items) == 2
 
 
+def test_a_stray_carriage_return_makes_its_row_invalid(tmp_path: Path) -> None:
+    """A lone CR outside quotes breaks only its row; the rows after it still parse."""
+    path = write(tmp_path, b"id,nickname\n1,A\rnn\n2,Bo\n")
+    assert rows(path) == [
+        InvalidRow(
+            1, "", None, "row 1: a line break (carriage return) inside a cell that is not quoted"
+        ),
+        Change(2, 2, (Edit("nickname", Op.SET, "Bo"),)),
+    ]
+
+
 def test_a_value_under_an_unnamed_column_is_invalid(tmp_path: Path) -> None:
     """A trailing delimiter in the header is tolerated; a value under it is not ignored."""
     path = write(tmp_path, "id,nickname,\n1,Ann,\n2,Bo,surprise\n")
@@ -593,6 +604,11 @@ FILE_ERRORS: list[tuple[bytes, str, str | None]] = [
     ),
     (b"\xff\xfei\x00d\x00\n\x00", "the file is UTF-16; save it as CSV UTF-8", None),
     (b"id,nick\x00name\n", "the header contains NUL bytes; save the file as CSV UTF-8", None),
+    (
+        b"id,nickname\r1,Ann\r2,Bo\r",
+        "lines end with a carriage return only; save the file as CSV UTF-8",
+        None,
+    ),
 ]
 
 
