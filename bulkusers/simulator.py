@@ -231,6 +231,7 @@ class Simulator:
         self._scripts: dict[tuple[int, str], deque[ScriptedResponse]] = {}
         self._admitted: deque[float] = deque()
         self._closing = asyncio.Event()
+        self._faults_changed = asyncio.Event()
         self.app = self._build_app()
 
     @staticmethod
@@ -288,6 +289,7 @@ class Simulator:
             changes["outage_after"] = max(0.0, self._clock() - self._started)
         self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
         self._outage = self._outage_window(self.config)
+        self._faults_changed.set()
         return self.config
 
     def faults(self) -> dict[str, Any]:
@@ -337,7 +339,9 @@ class Simulator:
         while True:
             hz = self.config.other_admin_hz
             if hz <= 0 or not self._ids:
-                await asyncio.sleep(0.05)
+                # Idle until set_faults may have switched it on: no wakeups while off.
+                self._faults_changed.clear()
+                await self._faults_changed.wait()
                 next_at = loop.time()
                 continue
             # Falling more than a second behind means a busy loop: skip rather than burst.

@@ -431,6 +431,24 @@ async def test_other_admin_edits_descriptions_and_bumps_revisions() -> None:
     assert sim.snapshot()["other_admin_edits"][str(uid)] == sim.users[uid]["description"]
 
 
+async def test_other_admin_is_switched_on_and_off_live() -> None:
+    """set_faults(other_admin_hz=...) wakes the idle other admin, and 0 stops it again."""
+    async with running_api(SimConfig(users=5)) as (running, _):
+        sim = running.sim
+        await anyio.sleep(0.05)
+        idle = sim.stats.other_admin_edits
+        sim.set_faults(other_admin_hz=100)
+        await anyio.sleep(0.15)
+        sim.set_faults(other_admin_hz=0)
+        await anyio.sleep(0.02)
+        stopped = sim.stats.other_admin_edits
+        await anyio.sleep(0.05)
+        later = sim.stats.other_admin_edits
+    assert idle == 0
+    assert stopped >= 5
+    assert later == stopped
+
+
 async def test_other_admin_edit_conflicts_with_a_read_revision() -> None:
     """An edit between our GET and PUT makes the PUT stale: the conflict the client must handle."""
     async with running_api() as (running, api):
