@@ -95,26 +95,26 @@ class SimConfig(BaseModel, frozen=True, extra="forbid"):
     """Everything the simulator does differently from run to run; faults default to off."""
 
     account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] = DEFAULT_ACCOUNT
-    users: Annotated[int, Field(ge=0)] = 100
-    seed: int = 0
-    seed_file: Path | None = None
+    users: Annotated[int, Field(ge=0)] = 100  # generated when there is no seed_file
+    seed: int = 0  # generated users, revisions and every random fault follow it
+    seed_file: Path | None = None  # a JSON list of entities, or {"users": [...]}
     latency_ms: NonNegative = 0.0
-    jitter_ms: NonNegative = 0.0
-    rate_limit: NonNegative = 0.0
-    retry_after: NonNegative = 1.0
-    throttle_fraction: Fraction = 0.0
-    error_fraction: Fraction = 0.0
-    drop_fraction: Fraction = 0.0
-    lost_put_fraction: Fraction = 0.0
-    other_admin_hz: NonNegative = 0.0
-    collection_revision: bool = False
-    token_ttl: Annotated[float, Field(gt=0.0)] = 3600.0
+    jitter_ms: NonNegative = 0.0  # uniform extra 0..jitter_ms
+    rate_limit: NonNegative = 0.0  # Users-API requests per sliding second; 0 = unlimited
+    retry_after: NonNegative = 1.0  # seconds sent in Retry-After with every 429
+    throttle_fraction: Fraction = 0.0  # random 429s
+    error_fraction: Fraction = 0.0  # random 500/502/503, a third with an HTML body
+    drop_fraction: Fraction = 0.0  # connection closed unanswered, nothing applied
+    lost_put_fraction: Fraction = 0.0  # accepted PUT applied, then closed unanswered
+    other_admin_hz: NonNegative = 0.0  # concurrent description edits per second
+    collection_revision: bool = False  # If-Match checked against the account revision
+    token_ttl: Annotated[float, Field(gt=0.0)] = 3600.0  # seconds an issued token lives
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: SecretStr = SecretStr(DEFAULT_CLIENT_SECRET)
-    bearer_tokens: tuple[str, ...] = ()
-    require_auth: bool = False
-    outage_after: NonNegative | None = None
-    outage_seconds: NonNegative = 0.0
+    bearer_tokens: tuple[str, ...] = ()  # static tokens always accepted
+    require_auth: bool = False  # refuse Users-API requests without Authorization
+    outage_after: NonNegative | None = None  # seconds after start; None = no outage
+    outage_seconds: NonNegative = 0.0  # how long every Users-API request answers 503
 
 
 @dataclass(frozen=True, slots=True)

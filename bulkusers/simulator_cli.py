@@ -13,6 +13,7 @@ from typing import Any
 import click
 from pydantic import SecretStr, ValidationError
 
+from bulkusers.sim_data import load_seed_file
 from bulkusers.simulator import DEFAULT_CLIENT_SECRET, SimConfig, serve
 
 DEFAULT_HOST = "127.0.0.1"
@@ -210,10 +211,13 @@ def simulate(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise click.UsageError(problems) from None
+    if seed_file is not None:
+        try:
+            load_seed_file(seed_file, seed)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--seed-file") from None
     try:
         asyncio.run(_serve_until_signalled(config, host, port, state_out, port_file))
-    except ValueError as exc:  # an unusable --seed-file
-        raise click.BadParameter(str(exc), param_hint="--seed-file") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
 

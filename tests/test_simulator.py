@@ -151,17 +151,22 @@ async def test_get_masks_personal_data_and_reports_revision() -> None:
     }
 
 
-async def test_missing_or_unknown_version_is_400() -> None:
-    """v is required and must be 4.0, 5.0 or 6.0."""
+async def test_version_is_required_and_if_match_on_get_may_be_304() -> None:
+    """v is required and must be 4.0, 5.0 or 6.0; If-Match of the current revision is 304."""
     async with running_api() as (running, api):
         uid = first_user(running.sim)
         missing = await api.get(uid, "")
         old = await api.get(uid, "v=2.0")
         newer = await api.get(uid, "v=6.0")
+        current = str(running.sim.revisions[uid])
+        not_modified = await api.get(uid, headers={"If-Match": current})
+        regardless = await api.get(uid, headers={"If-Match": "-1"})
     assert missing.status == 400
     assert "v is required" in missing.body["message"]
     assert old.status == 400
     assert newer.status == 200
+    assert not_modified.status == 304
+    assert regardless.status == 200
 
 
 async def test_select_returns_only_the_named_attributes() -> None:
