@@ -3,26 +3,29 @@ closing summary."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
 import anyio
 import structlog
 
-from bulkusers.changes import count_rows, fingerprint, open_changes
+from bulkusers.changes import Change, InvalidRow, count_rows, fingerprint, open_changes
 from bulkusers.client import HttpUsersApi, Transport, make_session
 from bulkusers.clock import Clock, SystemClock
 from bulkusers.connect import connect, refused_message, ssl_context
 from bulkusers.engine import Counters, Engine, EngineSettings, StopReason
-from bulkusers.errors import ResultsFileError, RunStopped
+from bulkusers.errors import ResultsFileError, RunStopped, UsageError
+from bulkusers.health import HealthGate
 from bulkusers.progress import ProgressDisplay
-from bulkusers.ratelimit import RateLimiter
-from bulkusers.results import Outcome, ResultsJournal, RowResult, read_journal
+from bulkusers.ratelimit import LimiterStats, RateLimiter
+from bulkusers.results import Outcome, ResultsJournal, RowResult, meta_path, read_journal
 from bulkusers.settings import ApplySettings
 
 log = structlog.get_logger("bulkusers.apply")
@@ -36,8 +39,9 @@ class RunReport:
     earlier: dict[Outcome, int]  # outcomes settled by an earlier run (--resume)
     elapsed: float
     stopped: str | None
-    effective_rate: float
-    throttle_wait: float
+    limiter: LimiterStats
+    outages: int
+    outage_seconds: float
 
     @property
     def exit_code(self) -> int:
@@ -60,21 +64,14 @@ async def run_apply(
     changes = settings.changes
     with open_changes(changes) as reader:  # the header is checked here: exit 2 if unusable
         digest = fingerprint(changes)
-        earlier: dict[int, RowResult] = {}
-        if settings.resume:
-            journal = read_journal(settings.results)
-            if journal.fingerprint is not None and journal.fingerprint != digest:
-                raise ResultsFileError(
-                    f"--resume: {settings.results} was made from a different version of "
-                    f"{changes} (the file changed since); use a new --results path"
-                )
-            earlier = journal.settled
+        earlier = _settled_earlier(settings, digest)
+        total = count_rows(changes)
         sink = ResultsJournal(settings.results, clock=clock)
         sink.start(
             keep=sorted(earlier.values(), key=lambda r: r.row), fingerprint=digest, changes=changes
         )
+        stopped: str | None = None
         try:
-            total = count_rows(changes)
             transport = Transport(
                 api_version=settings.api_version,
                 method_override=settings.method_override,
@@ -86,26 +83,35 @@ async def run_apply(
                 transport=transport,
                 ssl=ssl_context(settings.ca_bundle),
             ) as session:
-                connection = await connect(settings, session)
-                base_url, auth = connection.base_url, connection.auth
+                try:
+                    connection = await connect(settings, session)
+                except UsageError:
+                    if not settings.resume:  # nothing was tried: leave no empty journal behind
+                        _discard(sink)
+                    raise
                 api = HttpUsersApi(
                     session,
-                    base_url=base_url,
+                    base_url=connection.base_url,
                     account=settings.account,
-                    auth=auth,
+                    auth=connection.auth,
                     transport=transport,
                 )
-                limiter = RateLimiter(rate=settings.rate, clock=clock)
+                limiter = RateLimiter(rate=settings.rate, clock=clock, min_rate=settings.min_rate)
+                health = HealthGate(
+                    clock=clock, probe_delays=settings.retry_delays, max_outage=settings.max_outage
+                )
                 engine = Engine(
                     api,
                     settings=EngineSettings(
                         concurrency=settings.concurrency,
                         max_attempts=settings.max_attempts,
                         retry_delays=settings.retry_delays,
+                        max_outage=settings.max_outage,
                         dry_run=settings.dry_run,
                     ),
                     limiter=limiter,
                     clock=clock,
+                    health=health,
                 )
                 log.info(
                     "run_started",
@@ -113,7 +119,7 @@ async def run_apply(
                     results=str(settings.results),
                     rows=total,
                     already_settled=len(earlier),
-                    base_url=base_url,
+                    base_url=connection.base_url,
                     concurrency=settings.concurrency,
                     rate=settings.rate,
                     dry_run=settings.dry_run,
@@ -122,17 +128,21 @@ async def run_apply(
                     engine, reader, sink, settings, total=total, earlier=frozenset(earlier)
                 )
                 if engine.stopped is StopReason.AUTH:
-                    stopped = refused_message(auth, stopped)
-                stats = limiter.stats()
+                    stopped = refused_message(connection.auth, stopped)
         finally:
-            sink.close()
+            try:
+                sink.close()
+            except OSError as exc:
+                # The lines already written stand; only the final fsync failed.
+                stopped = stopped or f"closing the results file failed: {exc.strerror or exc}"
     report = RunReport(
         counters=engine.counters,
-        earlier=_count(earlier.values()),
+        earlier=dict(collections.Counter(r.outcome for r in earlier.values())),
         elapsed=time.monotonic() - started,
         stopped=stopped,
-        effective_rate=stats.effective_rate,
-        throttle_wait=stats.throttle_wait,
+        limiter=limiter.stats(),
+        outages=health.outages,
+        outage_seconds=health.outage_seconds,
     )
     log.info(
         "run_finished",
@@ -145,9 +155,29 @@ async def run_apply(
     return report
 
 
+def _settled_earlier(settings: ApplySettings, digest: str) -> dict[int, RowResult]:
+    """With --resume, the rows an earlier run settled; refuse a journal of another input."""
+    if not settings.resume:
+        return {}
+    journal = read_journal(settings.results)
+    if journal.fingerprint is not None and journal.fingerprint != digest:
+        raise ResultsFileError(
+            f"--resume: {settings.results} was made from a different version of "
+            f"{settings.changes} (the file changed since); finish with the original file, "
+            "or start over with a new --results path"
+        )
+    return journal.settled
+
+
+def _discard(sink: ResultsJournal) -> None:
+    sink.close()
+    sink.path.unlink(missing_ok=True)
+    meta_path(sink.path).unlink(missing_ok=True)
+
+
 async def _run_engine(
     engine: Engine,
-    reader: object,
+    rows: Iterable[Change | InvalidRow],
     sink: ResultsJournal,
     settings: ApplySettings,
     *,
@@ -155,11 +185,6 @@ async def _run_engine(
     earlier: frozenset[int],
 ) -> str | None:
     """Run the engine under signal handling and the progress display; the stop reason."""
-    from collections.abc import Iterable
-
-    from bulkusers.changes import Change, InvalidRow
-
-    rows: Iterable[Change | InvalidRow] = reader  # type: ignore[assignment]
     progress = ProgressDisplay(total=total, already=len(earlier)) if settings.progress else None
 
     def report(result: RowResult) -> None:
@@ -172,10 +197,7 @@ async def _run_engine(
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, engine, settings.grace)
         try:
-            if progress is not None:
-                with progress:
-                    await engine.run(rows, report, skip_rows=earlier)
-            else:
+            with progress if progress is not None else contextlib.nullcontext():
                 await engine.run(rows, report, skip_rows=earlier)
         except RunStopped as exc:
             stopped = str(exc)
@@ -191,23 +213,22 @@ async def _watch_signals(engine: Engine, grace: float) -> None:
     Second signal (or the grace running out): cut the rows in flight off; they end skipped."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            if engine.stopped is None:
-                engine.request_stop(
-                    StopReason.INTERRUPTED, f"interrupted by {signal.Signals(signum).name}"
-                )
-                print(
-                    f"\nbulkusers: stopping: letting rows in flight finish (up to {grace:g} s); "
-                    "press Ctrl-C again to stop at once",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_cut_after, engine, grace)
-                    async for _ in signals:
-                        engine.hard_stop()
-                        tg.cancel_scope.cancel()
-                        break
-                return
+            engine.request_stop(
+                StopReason.INTERRUPTED, f"interrupted by {signal.Signals(signum).name}"
+            )
+            print(
+                f"\nbulkusers: stopping: rows in flight may finish (up to {grace:g} s), the "
+                "rest are recorded `skipped`; press Ctrl-C again to stop at once",
+                file=sys.stderr,
+                flush=True,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cut_after, engine, grace)
+                async for _ in signals:
+                    break
+                engine.hard_stop()
+                tg.cancel_scope.cancel()
+            return
 
 
 async def _cut_after(engine: Engine, grace: float) -> None:
@@ -230,53 +251,46 @@ def _log_row(result: RowResult) -> None:
     )
 
 
-def _count(results: object) -> dict[Outcome, int]:
-    counts: dict[Outcome, int] = {}
-    for result in results:  # type: ignore[attr-defined]
-        counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    return counts
-
-
 def print_summary(report: RunReport, settings: ApplySettings, *, out: TextIO) -> None:
     """The end-of-run summary, for a person."""
     counters = report.counters
-    outcomes: dict[Outcome, int] = dict(report.earlier)
-    for outcome, n in counters.outcomes.items():
-        outcomes[outcome] = outcomes.get(outcome, 0) + n
+    outcomes: collections.Counter[Outcome] = collections.Counter(report.earlier)
+    outcomes.update(counters.outcomes)
     rows = sum(outcomes.values())
-    updated = counters.outcomes.get(Outcome.UPDATED, 0) + counters.outcomes.get(
-        Outcome.WOULD_UPDATE, 0
-    )
-    speed = updated / report.elapsed if report.elapsed > 0 else 0.0
-    lines = []
+    done = counters.outcomes[Outcome.UPDATED] + counters.outcomes[Outcome.WOULD_UPDATE]
+    speed = done / report.elapsed if report.elapsed > 0 else 0.0
     title = "dry run" if settings.dry_run else "run"
-    if report.stopped:
-        lines.append(f"bulkusers: {title} STOPPED: {report.stopped}")
-    else:
-        lines.append(f"bulkusers: {title} finished")
-    lines.append(f"  rows       {rows} in {settings.changes}")
-    order = [o for o in Outcome if outcomes.get(o)]
-    lines.append("  outcomes   " + (", ".join(f"{o.value} {outcomes[o]}" for o in order) or "none"))
+    lines = [
+        f"bulkusers: {title} STOPPED: {report.stopped}"
+        if report.stopped
+        else f"bulkusers: {title} finished",
+        f"  rows       {rows} in {settings.changes}",
+        "  outcomes   "
+        + (", ".join(f"{o.value} {outcomes[o]}" for o in Outcome if outcomes[o]) or "none"),
+    ]
     if report.earlier:
         lines.append(f"             ({sum(report.earlier.values())} settled by an earlier run)")
+    limiter = report.limiter
     lines.append(
         f"  requests   {counters.requests} (GET {counters.gets}, PUT {counters.puts}), "
         f"retries {counters.retries}, conflicts {counters.conflicts}, "
-        f"429s {counters.throttled} ({report.throttle_wait:.1f} s paused)"
+        f"429s {counters.throttled} ({limiter.throttle_wait:.1f} s paused)"
     )
     rate = "unlimited" if settings.rate == 0 else f"{settings.rate:g} req/s"
-    effective = (
-        f", effective {report.effective_rate:.1f} req/s"
-        if settings.rate and not math.isclose(report.effective_rate, settings.rate)
-        else ""
-    )
+    if settings.rate and not math.isclose(limiter.lowest_rate, settings.rate):
+        rate += (
+            f"; 429s cut it to {limiter.lowest_rate:.1f}, {limiter.effective_rate:.1f} at the end"
+        )
     lines.append(
-        f"  elapsed    {report.elapsed:.1f} s, {speed:.1f} updates/s (rate {rate}{effective})"
+        f"  elapsed    {report.elapsed:.1f} s, {speed:.1f} updates/s, "
+        f"{counters.requests / report.elapsed if report.elapsed else 0:.1f} req/s (rate {rate})"
     )
+    if report.outages:
+        lines.append(
+            f"  outages    {report.outages}: the API was down {report.outage_seconds:.1f} s; "
+            "rows waited instead of failing"
+        )
     lines.append(f"  results    {settings.results}")
     if report.stopped:
         lines.append("  resume     run the same command with --resume to finish the rest")
     print("\n".join(lines), file=out, flush=True)
-
-
-Reporter = Callable[[RowResult], None]

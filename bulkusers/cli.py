@@ -11,11 +11,12 @@ import anyio
 import click
 import pydantic
 
+from bulkusers.engine import DEFAULT_MAX_OUTAGE
 from bulkusers.errors import BulkUsersError, UsageError
+from bulkusers.ratelimit import DEFAULT_MIN_RATE
 from bulkusers.settings import (
     DEFAULT_CSDS_URL,
     DEFAULT_GRACE,
-    DEFAULT_MAX_OUTAGE,
     DEFAULT_RATE,
     ApplySettings,
     Credentials,
@@ -73,6 +74,14 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     default=DEFAULT_RATE,
     show_default=True,
     help="Requests per second at most, GETs and PUTs alike (0 = no cap).",
+)
+@click.option(
+    "--min-rate",
+    type=click.FloatRange(min=0.01),
+    default=DEFAULT_MIN_RATE,
+    show_default=True,
+    help="Floor of the adaptive rate: each burst of 429s halves the rate, never below this; "
+    "it then climbs back to --rate.",
 )
 @click.option(
     "--max-attempts",

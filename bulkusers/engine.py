@@ -22,7 +22,8 @@ from bulkusers.changes import Change, InvalidRow
 from bulkusers.classify import Verdict, classify, server_message
 from bulkusers.client import Reply, UsersApi
 from bulkusers.clock import Clock
-from bulkusers.errors import AuthRefused, JournalFailed, RunStopped
+from bulkusers.errors import AuthRefused, JournalFailed, OutageTooLong, RunStopped
+from bulkusers.health import HealthGate, Ride
 from bulkusers.merge import merge, role_warnings
 from bulkusers.ratelimit import RateLimiter
 from bulkusers.results import Outcome, RowResult
@@ -38,6 +39,8 @@ DEFAULT_CONFLICT_BACKOFF = 0.2
 DEFAULT_CONFLICT_BACKOFF_MAX = 5.0
 #: A row gives up after this many 429s in a row on one request (each one waited out).
 DEFAULT_MAX_THROTTLE_WAITS = 30
+#: How long the API may stay down before the run stops (exit 3, resumable).
+DEFAULT_MAX_OUTAGE = 600.0
 #: Jitter applied to retry delays (fraction of the delay, both ways).
 RETRY_JITTER = 0.1
 
@@ -52,6 +55,7 @@ class EngineSettings:
     conflict_backoff: float = DEFAULT_CONFLICT_BACKOFF
     conflict_backoff_max: float = DEFAULT_CONFLICT_BACKOFF_MAX
     max_throttle_waits: int = DEFAULT_MAX_THROTTLE_WAITS
+    max_outage: float = DEFAULT_MAX_OUTAGE
     dry_run: bool = False
 
 
@@ -60,6 +64,8 @@ class StopReason(enum.Enum):
 
     AUTH = "the server refused the credentials"
     INTERRUPTED = "interrupted"
+    OUTAGE = "the API stayed down"
+    JOURNAL = "the results file stopped accepting writes"
 
 
 @dataclass
@@ -95,6 +101,7 @@ class _RowState:
     status: int | None = None
     revision_before: str | None = None
     last_problem: str = ""
+    probe: bool = False  # the health gate chose this row's next request as the probe
     in_doubt: tuple[str, ...] = ()  # what a PUT whose answer was lost would have changed
     verify_only: bool = False  # retries are spent: read once more, never PUT again
     conflicted_on: dict[str, Any] | None = None  # the entity a refused PUT was based on
@@ -110,9 +117,13 @@ class Engine:
         settings: EngineSettings,
         limiter: RateLimiter,
         clock: Clock,
+        health: HealthGate | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._api = api
+        self._health = health or HealthGate(
+            clock=clock, probe_delays=settings.retry_delays, max_outage=settings.max_outage
+        )
         self._settings = settings
         self._limiter = limiter
         self._clock = clock
@@ -123,7 +134,6 @@ class Engine:
         self._last_for_user: dict[int, anyio.Event] = {}
         self._serial: anyio.Lock | None = None  # set once revisions look account-wide
         self._row_scopes: set[anyio.CancelScope] = set()
-        self._hard = False
         self._fatal: RunStopped | None = None
 
     @property
@@ -138,7 +148,6 @@ class Engine:
         """Cut off the rows in flight now; they end `skipped` (a PUT already sent may have
         been applied: --resume reads the user again and finds it `unchanged`)."""
         self.request_stop(StopReason.INTERRUPTED)
-        self._hard = True
         for scope in self._row_scopes:
             scope.cancel()
 
@@ -239,7 +248,7 @@ class Engine:
                         f"writing the results file failed: {exc.strerror or exc}; "
                         "free the disk and run again with --resume"
                     )
-                    self.request_stop(StopReason.INTERRUPTED, str(self._fatal))
+                    self.request_stop(StopReason.JOURNAL, str(self._fatal))
                     run.cancel()
                     return
                 self.counters.outcomes[result.outcome] += 1
@@ -332,7 +341,7 @@ class Engine:
             # The PUT may or may not have been applied: never re-PUT blindly, read again.
             row.in_doubt = merged.changed
             row.conflicted_on = None
-            delay = self._take_retry(row, put)
+            delay = await self._after_transient(row, put)
             if delay is None or row.attempts >= settings.max_attempts:
                 row.verify_only = True  # one last read decides between updated and failed
                 return 0.0
@@ -404,11 +413,15 @@ class Engine:
         retry_transient: bool,
         put: bool,
     ) -> Reply:
-        """Send one request under the rate limit, waiting out 429s and (if allowed) retrying
-        transient failures with the policy's delays. Returns the last answer."""
+        """Send one request under the rate limit, waiting out 429s and outages and (if
+        allowed) retrying transient failures with the policy's delays; the last answer."""
         throttle_waits = 0
         counters = self.counters
+        health = self._health
         while True:
+            if health.in_outage and not row.probe:
+                await self._ride_out(row)
+            row.probe = False
             await self._limiter.acquire()
             counters.requests += 1
             if put:
@@ -418,6 +431,7 @@ class Engine:
             reply = await send()
             row.status = reply.status
             verdict = self._verdict(reply)
+            health.record(verdict is not Verdict.TRANSIENT)
             if verdict is Verdict.THROTTLED:
                 counters.throttled += 1
                 self._limiter.throttled(reply.retry_after)
@@ -428,14 +442,38 @@ class Engine:
                 continue  # acquire() waits out the pause, for every worker
             if verdict is not Verdict.TRANSIENT or not retry_transient:
                 return reply
-            delay = self._take_retry(row, reply)
+            delay = await self._after_transient(row, reply)
             if delay is None:
                 return reply
             await self._clock.sleep(delay)
 
-    def _take_retry(self, row: _RowState, reply: Reply) -> float | None:
-        """Use one transient retry of the row's budget: the delay to wait, or None if spent."""
+    async def _after_transient(self, row: _RowState, reply: Reply) -> float | None:
+        """A request failed with 5xx / timeout / dropped connection: the pause before trying
+        again, or None when the row's retries are spent. During an outage the row's budget
+        is left alone: the health gate decides when to go on."""
         row.last_problem = reply.problem or server_message(reply.status or 0, reply.body)
+        if self._health.in_outage:
+            await self._ride_out(row)
+            return 0.0
+        return self._take_retry(row)
+
+    async def _ride_out(self, row: _RowState) -> None:
+        """Wait out an outage; stop the whole run if it outlasts --max-outage."""
+        if await self._health.ride_out() is Ride.SEND:
+            row.probe = True
+            return
+        if self._fatal is None:
+            self._fatal = OutageTooLong(
+                f"the API kept failing for {self._settings.max_outage:g} s (--max-outage): "
+                f"{row.last_problem or 'no answer'}"
+            )
+            self.request_stop(StopReason.OUTAGE, str(self._fatal))
+            self.hard_stop()
+        await anyio.lowlevel.checkpoint()  # this row's scope is cancelled: it ends skipped
+        raise AssertionError("unreachable: the hard stop cancelled this row")  # pragma: no cover
+
+    def _take_retry(self, row: _RowState) -> float | None:
+        """Use one transient retry of the row's budget: the delay to wait, or None if spent."""
         if not row.transient_left:
             return None
         self.counters.retries += 1

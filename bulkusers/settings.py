@@ -18,16 +18,16 @@ from bulkusers.client import (
 from bulkusers.engine import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_OUTAGE,
     DEFAULT_RETRY_DELAYS,
 )
 from bulkusers.errors import UsageError
+from bulkusers.ratelimit import DEFAULT_MIN_RATE
 
 DEFAULT_RATE = 10.0
 DEFAULT_CSDS_URL = "https://api.liveperson.net"
 #: How long in-flight rows may finish after Ctrl-C before they are cut off.
 DEFAULT_GRACE = 15.0
-#: How long the API may stay down before the run stops (exit 3, resumable).
-DEFAULT_MAX_OUTAGE = 600.0
 ACCOUNT_PATTERN = r"^[a-zA-Z0-9_]{1,20}$"
 
 
@@ -77,6 +77,7 @@ class ApplySettings(BaseModel):
     sentinel_url: str | None = None
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=512)
     rate: float = Field(DEFAULT_RATE, ge=0)
+    min_rate: float = Field(DEFAULT_MIN_RATE, gt=0)
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     dry_run: bool = False

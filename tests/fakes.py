@@ -33,11 +33,18 @@ class FakeApi:
         self.in_flight = 0
         self.max_in_flight = 0
         self.edits = 0
+        self.outage_calls = 0  # this many next calls, any user, answer 503
+        self.down = False  # every call answers 503
 
     def _current(self, uid: int) -> str:
         return str(self.revision if self.collection else self.user_revision[uid])
 
     def _fault(self, method: str, uid: int) -> str | None:
+        if self.down:
+            return "503"
+        if self.outage_calls > 0:
+            self.outage_calls -= 1
+            return "503"
         queue = self.faults.get((method, uid))
         return queue.pop(0) if queue else None
 

@@ -10,7 +10,7 @@ import pytest
 from bulkusers.changes import Change, Edit, InvalidRow, Op
 from bulkusers.clock import FakeClock
 from bulkusers.engine import Counters, Engine, EngineSettings
-from bulkusers.errors import AuthRefused
+from bulkusers.errors import AuthRefused, OutageTooLong
 from bulkusers.ratelimit import RateLimiter
 from bulkusers.results import Outcome, RowResult
 from tests.fakes import FakeApi, make_user
@@ -290,3 +290,49 @@ async def test_hard_stop_skips_rows_in_flight() -> None:
     settled = [r for r in results.values() if r.outcome is Outcome.UPDATED]
     assert 5 <= len(settled) < 30
     assert all(api.users[int(r.id)]["maxChats"] == 9 for r in settled)
+
+
+async def test_an_outage_pauses_instead_of_failing_rows() -> None:
+    """When most requests fail, the rows wait for the API (probing with backoff) instead of
+    spending their retries: no row ends `failed`."""
+    api = FakeApi({uid: make_user(uid) for uid in range(1, 41)})
+    api.outage_calls = 20
+    rows: list[Change | InvalidRow] = [
+        change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 41)
+    ]
+    clock = FakeClock()
+    settings = EngineSettings(concurrency=8, retry_delays=(5.0, 10.0, 15.0))
+    results, counters, engine = await run(api, rows, settings, clock=clock)
+    assert [results[i].outcome for i in range(1, 41)] == [Outcome.UPDATED] * 40
+    assert all(api.users[uid]["maxChats"] == 9 for uid in range(1, 41))
+    health = engine._health
+    assert health.outages == 1
+    assert not health.in_outage
+    # The failures are spent by the probes, not by each row's own retries.
+    assert counters.requests == 40 * 2 + 20
+    assert counters.retries < 8
+
+
+async def test_an_outage_longer_than_max_outage_stops_the_run() -> None:
+    """An API that stays down past --max-outage stops the run; rows end `skipped`."""
+    api = FakeApi({uid: make_user(uid) for uid in range(1, 21)})
+    api.down = True
+    rows: list[Change | InvalidRow] = [
+        change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 21)
+    ]
+    clock = FakeClock()
+    engine = Engine(
+        api,
+        settings=EngineSettings(concurrency=4, retry_delays=(5.0, 10.0), max_outage=120.0),
+        limiter=RateLimiter(rate=0, clock=clock),
+        clock=clock,
+    )
+    results: dict[int, RowResult] = {}
+    started = clock.now()
+    with pytest.raises(OutageTooLong, match="kept failing for 120 s"):
+        await engine.run(rows, lambda r: results.__setitem__(r.row, r))
+    assert sorted(results) == list(range(1, 21))
+    assert {r.outcome for r in results.values()} <= {Outcome.SKIPPED, Outcome.FAILED}
+    assert sum(r.outcome is Outcome.FAILED for r in results.values()) <= 4
+    assert clock.now() - started >= 120.0
+    assert api.calls.count(("GET", 1)) < 10
