@@ -237,8 +237,10 @@ async def _cut_after(engine: Engine, grace: float) -> None:
 
 
 def _log_row(result: RowResult) -> None:
-    """The one canonical event per row."""
-    level = log.info if result.outcome.is_success else log.warning
+    """The one canonical event per row: a warning when the row needs a look; rows skipped by
+    a stop are expected (the summary counts them), so they stay at info."""
+    quiet = result.outcome.is_success or result.outcome is Outcome.SKIPPED
+    level = log.info if quiet else log.warning
     level(
         "row_settled",
         row=result.row,

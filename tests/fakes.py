@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from bulkusers.client import Reply
 
@@ -60,7 +61,7 @@ class FakeApi:
     async def _enter(self) -> None:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     async def get_user(self, user_id: int) -> Reply:
         self.calls.append(("GET", user_id))

@@ -74,7 +74,8 @@ async def test_lost_put_answer_is_not_resent_by_aiohttp(sim: RunningSimulator) -
          f"answer is for user 999, not {UID}"),
         (ScriptedResponse(status=200, body=json.dumps({"id": UID})),
          "answer has no ac-revision header; refusing to PUT without If-Match"),
-        (ScriptedResponse(drop=True), "connection failed (ServerDisconnectedError: Server disconnected)"),
+        (ScriptedResponse(drop=True),
+         "connection failed (ServerDisconnectedError: Server disconnected)"),
     ],
 )  # fmt: skip
 async def test_unusable_answers_are_problems(

@@ -54,7 +54,8 @@ async def test_email_only_leaves_everything_else_byte_identical(
         assert after[uid]["email"] == f"new.{uid}@example.org"
         keep = SERVER_MANAGED | {"email"}
         assert without(after[uid], keep) == without(before[uid], keep)
-        assert after[uid]["fullName"] and after[uid]["fullName"] == before[uid]["fullName"]
+        assert after[uid]["fullName"]
+        assert after[uid]["fullName"] == before[uid]["fullName"]
     rows = read_results(tmp_path / "emails.results.csv")
     assert len(rows) == 60
     assert {r["outcome"] for r in rows} == {"updated"}

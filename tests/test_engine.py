@@ -151,7 +151,7 @@ async def test_429_pauses_every_worker_for_retry_after() -> None:
     api = FakeApi({1: make_user(1), 2: make_user(2)})
     api.faults[("GET", 1)] = ["429"]
     clock = FakeClock()
-    results, counters, engine = await run(
+    results, counters, _ = await run(
         api,
         [change(1, 1, ("maxChats", Op.SET, 9)), change(2, 2, ("maxChats", Op.SET, 8))],
         clock=clock,
@@ -249,7 +249,7 @@ async def test_collection_revision_switches_to_serial_writes() -> None:
     rows: list[Change | InvalidRow] = [
         change(uid, uid, ("maxChats", Op.SET, 10 + uid)) for uid in range(1, 41)
     ]
-    results, counters, engine = await run(api, rows, EngineSettings(concurrency=8))
+    results, counters, _ = await run(api, rows, EngineSettings(concurrency=8))
     assert [results[i].outcome for i in range(1, 41)] == [Outcome.UPDATED] * 40
     assert all(api.users[uid]["maxChats"] == 10 + uid for uid in range(1, 41))
     assert counters.conflicts < 40

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bulkusers.clock import FakeClock
@@ -27,7 +29,7 @@ async def test_requests_are_spaced_evenly() -> None:
     clock = FakeClock(start=0.0)
     limiter = RateLimiter(rate=10, clock=clock)
     times = await send_times(limiter, clock, 50)
-    gaps = {round(b - a, 6) for a, b in zip(times, times[1:], strict=False)}
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(times)}
     assert gaps == {0.1}
     assert busiest_second(times) == 10
 
