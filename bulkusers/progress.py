@@ -36,8 +36,10 @@ _SHOWN = (
 class ProgressDisplay:
     """A rich progress bar; log lines written to stderr while it is live appear above it."""
 
-    def __init__(self, *, total: int | None, already: int = 0) -> None:
-        self._console = Console(stderr=True)
+    def __init__(
+        self, *, total: int | None, already: int = 0, console: Console | None = None
+    ) -> None:
+        self._console = console or Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
