@@ -41,6 +41,8 @@ DEFAULT_CONFLICT_BACKOFF_MAX = 5.0
 DEFAULT_MAX_THROTTLE_WAITS = 30
 #: How long the API may stay down before the run stops (exit 3, resumable).
 DEFAULT_MAX_OUTAGE = 600.0
+#: This many 403s in a row, with nothing else in between, stop the run (exit 3).
+FORBIDDEN_STREAK_STOP = 10
 #: Jitter applied to retry delays (fraction of the delay, both ways).
 RETRY_JITTER = 0.1
 
@@ -64,6 +66,7 @@ class StopReason(enum.Enum):
 
     AUTH = "the server refused the credentials"
     INTERRUPTED = "interrupted"
+    FORBIDDEN = "the server refused every request (403)"
     OUTAGE = "the API stayed down"
     JOURNAL = "the results file stopped accepting writes"
 
@@ -134,6 +137,7 @@ class Engine:
         self._last_for_user: dict[int, anyio.Event] = {}
         self._serial: anyio.Lock | None = None  # set once revisions look account-wide
         self._row_scopes: set[anyio.CancelScope] = set()
+        self._forbidden_streak = 0  # 403s in a row, across all workers
         self._fatal: RunStopped | None = None
 
     @property
@@ -178,7 +182,7 @@ class Engine:
                     tg.start_soon(self._worker, work_recv.clone(), result_send.clone())
         if self._fatal is not None:
             raise self._fatal
-        if self._stop is StopReason.AUTH:
+        if self._stop in (StopReason.AUTH, StopReason.FORBIDDEN):
             raise AuthRefused(self._stop_message)
         return self.counters
 
@@ -380,6 +384,16 @@ class Engine:
         if verdict is Verdict.UNAUTHORIZED:
             self.request_stop(StopReason.AUTH, error)
             return self._skipped(row.change)
+        if reply.status == 403:
+            self._forbidden_streak += 1
+            if self._forbidden_streak >= FORBIDDEN_STREAK_STOP:
+                # Every request refused: the credential lacks a scope, not this row a right.
+                self.request_stop(
+                    StopReason.FORBIDDEN,
+                    f"{error} on {self._forbidden_streak} requests in a row: the credential "
+                    "seems to lack the users.read / users.write scopes",
+                )
+                return self._skipped(row.change)
         if final_outcome is None:
             final_outcome = Outcome.FAILED
         return self._result(row, final_outcome, error=error)
@@ -430,6 +444,8 @@ class Engine:
                 counters.gets += 1
             reply = await send()
             row.status = reply.status
+            if reply.status != 403:
+                self._forbidden_streak = 0
             verdict = self._verdict(reply)
             health.record(verdict is not Verdict.TRANSIENT)
             if verdict is Verdict.THROTTLED:

@@ -123,6 +123,7 @@ _FAULTS: dict[str, Reply] = {
     "429": Reply(status=429, retry_after=2.0, body=b'{"message": "Too many requests"}'),
     "401": Reply(status=401, body=b'{"message": "Unauthorized"}'),
     "404": Reply(status=404, body=b'{"message": "User not found"}'),
+    "403": Reply(status=403, body=b'{"message": "Forbidden"}'),
     "400": Reply(status=400, body=b'{"message": "maxChats must be >= 0"}'),
 }
 

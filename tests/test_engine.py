@@ -336,3 +336,31 @@ async def test_an_outage_longer_than_max_outage_stops_the_run() -> None:
     assert sum(r.outcome is Outcome.FAILED for r in results.values()) <= 4
     assert clock.now() - started >= 120.0
     assert api.calls.count(("GET", 1)) < 10
+
+
+async def test_403_on_every_request_stops_the_run() -> None:
+    """Ten 403s in a row mean a missing scope, not ten forbidden users: the run stops
+    (exit 3) instead of marking 50,000 rows rejected; one 403 alone only rejects its row."""
+    api = FakeApi({uid: make_user(uid) for uid in range(1, 31)})
+    api.faults[("GET", 30)] = ["403"]
+    for uid in range(1, 21):
+        api.faults[("GET", uid)] = ["403"]
+    rows: list[Change | InvalidRow] = [
+        change(uid, uid, ("maxChats", Op.SET, 9)) for uid in (30, 21, *range(1, 21), *range(22, 30))
+    ]
+    clock = FakeClock()
+    engine = Engine(
+        api,
+        settings=EngineSettings(concurrency=1),
+        limiter=RateLimiter(rate=0, clock=clock),
+        clock=clock,
+    )
+    results: dict[int, RowResult] = {}
+    with pytest.raises(AuthRefused, match="on 10 requests in a row"):
+        await engine.run(rows, lambda r: results.__setitem__(r.row, r))
+    assert len(results) == 30
+    assert results[30].outcome is Outcome.REJECTED  # a lone 403: that user only
+    assert results[21].outcome is Outcome.UPDATED
+    assert [results[row].outcome for row in range(1, 10)] == [Outcome.REJECTED] * 9
+    skipped = sorted(r.row for r in results.values() if r.outcome is Outcome.SKIPPED)
+    assert skipped == [*range(10, 21), *range(22, 30)]
