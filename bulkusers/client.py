@@ -3,6 +3,7 @@ value; only cancellation escapes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -11,6 +12,8 @@ from ssl import SSLContext
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.client_middlewares import ClientHandlerType
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from bulkusers.auth import Authorizer
@@ -74,13 +77,45 @@ def make_session(
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        trust_env=True,  # HTTPS_PROXY / NO_PROXY
+        middlewares=(EnvProxy(),),  # HTTPS_PROXY / NO_PROXY, instead of trust_env
         json_serialize=json.dumps,
         skip_auto_headers=("User-Agent",),
         headers={"User-Agent": "bulkusers", "Accept": "application/json"},
     )
     _no_hidden_retries(session)
     return session
+
+
+class EnvProxy:
+    """The proxy the environment names for a host (HTTP(S)_PROXY, NO_PROXY, the proxy's
+    ~/.netrc login), looked up once per scheme and host.
+
+    aiohttp's `trust_env=True` does the same lookup for every request, on a worker thread,
+    re-reading ~/.netrc each time: two thread round trips per request, a third of the
+    client's CPU in the benchmark. The environment does not change during a run.
+    """
+
+    def __init__(self) -> None:
+        self._by_host: dict[
+            tuple[str, str | None], tuple[URL, aiohttp.BasicAuth | None] | None
+        ] = {}
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if request.proxy is None:
+            url = request.url
+            key = (url.scheme, url.host)
+            try:
+                found = self._by_host[key]
+            except KeyError:
+                found = None
+                with contextlib.suppress(LookupError):
+                    found = get_env_proxy_for_url(url)
+                self._by_host[key] = found
+            if found is not None:
+                request.update_proxy(found[0], found[1], None)
+        return await handler(request)
 
 
 def _no_hidden_retries(session: aiohttp.ClientSession) -> None:
