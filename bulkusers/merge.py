@@ -139,13 +139,29 @@ def _equivalent(kind: Kind, before: object, after: object) -> bool:
     return same_json(before, after)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data, several times faster than copy.deepcopy (no memo, no
+    dispatch table); anything that is not JSON falls back to copy.deepcopy."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k: v if type(v) in _SCALARS else _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else _copy(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def merge(entity: Mapping[str, Any], change: Change) -> Merged:
     """Return the entity with the row applied; every attribute the row does not name comes
     back exactly as received, unknown ones included."""
     # A secret the row sets keeps its place in the body, so re-applying a row keeps the order.
     sets = {e.attribute for e in change.edits if isinstance(e.value, str)}
     result = {
-        key: copy.deepcopy(value)
+        key: value if type(value) in _SCALARS else _copy(value)
         for key, value in entity.items()
         if key not in schema.SECRET_ATTRIBUTES or key in sets
     }
