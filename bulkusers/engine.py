@@ -27,6 +27,7 @@ from bulkusers.health import HealthGate, Ride
 from bulkusers.merge import merge, role_warnings
 from bulkusers.ratelimit import RateLimiter
 from bulkusers.results import Outcome, RowResult
+from bulkusers.schema import SECRET_ATTRIBUTES
 
 log = structlog.get_logger("bulkusers.engine")
 
@@ -75,13 +76,17 @@ class StopReason(enum.Enum):
 class Counters:
     """Run-wide tallies for the summary."""
 
-    requests: int = 0
     gets: int = 0
     puts: int = 0
     retries: int = 0
     conflicts: int = 0
     throttled: int = 0
     outcomes: collections.Counter[Outcome] = field(default_factory=collections.Counter)
+
+    @property
+    def requests(self) -> int:
+        """Every request sent, GETs and PUTs (retries included)."""
+        return self.gets + self.puts
 
 
 Reporter = Callable[[RowResult], None]
@@ -104,7 +109,8 @@ class _RowState:
     status: int | None = None
     revision_before: str | None = None
     last_problem: str = ""
-    probe: bool = False  # the health gate chose this row's next request as the probe
+    probe: bool = False  # the health gate let this row's next request through
+    reread: bool = False  # the last GET failed transiently: the next one continues the attempt
     in_doubt: tuple[str, ...] = ()  # what a PUT whose answer was lost would have changed
     verify_only: bool = False  # retries are spent: read once more, never PUT again
     conflicted_on: dict[str, Any] | None = None  # the entity a refused PUT was based on
@@ -224,15 +230,16 @@ class Engine:
                     await item.after.wait()
                 change = item.change
                 result = None
+                row = _RowState(change=change, transient_left=list(self._settings.retry_delays))
                 if self._stop is None:
                     with anyio.CancelScope() as scope:
                         self._row_scopes.add(scope)
                         try:
-                            result = await self._process(change)
+                            result = await self._process(row)
                         finally:
                             self._row_scopes.discard(scope)
                 if result is None:
-                    result = self._skipped(change)
+                    result = self._cut_off(row)
                 item.done.set()
                 if self._last_for_user.get(change.user_id) is item.done:
                     del self._last_for_user[change.user_id]
@@ -265,12 +272,27 @@ class Engine:
             error=f"not tried: the run stopped ({self._stop_message})",
         )
 
+    def _cut_off(self, row: _RowState) -> RowResult:
+        """A row the stop reached first, or cut off mid-flight. If a PUT of it went out
+        unanswered, say so: it may have landed, and --resume will read the user again."""
+        if not row.in_doubt:
+            return self._skipped(row.change)
+        return self._result(
+            row,
+            Outcome.SKIPPED,
+            changed=row.in_doubt,
+            error=f"the run stopped ({self._stop_message}) while a PUT of this row was "
+            "unanswered: it may have been applied; --resume reads the user again",
+        )
+
     # -- one row -----------------------------------------------------------------------------
 
-    async def _process(self, change: Change) -> RowResult:
-        """GET-merge-PUT with If-Match until done, a final answer, or the budgets run out."""
-        row = _RowState(change=change, transient_left=list(self._settings.retry_delays))
+    async def _process(self, row: _RowState) -> RowResult:
+        """GET-merge-PUT with If-Match until done, a final answer, or the budgets run out.
+        Pauses (backoff, retry delays, outages) happen here, never inside the serial lock."""
         while True:
+            if self._health.in_outage and not row.probe:
+                await self._ride_out(row)
             lock = self._serial
             if lock is None:
                 step = await self._attempt(row)
@@ -285,10 +307,13 @@ class Engine:
         """One GET-merge-PUT; returns the row's result, or the pause before the next attempt."""
         settings = self._settings
         uid = row.change.user_id
-        row.attempts += 1
-        got = await self._call(
-            row, lambda: self._api.get_user(uid), retry_transient=True, put=False
-        )
+        if not row.reread:
+            row.attempts += 1
+        row.reread = False
+        got = await self._call(row, lambda: self._api.get_user(uid), put=False)
+        if self._verdict(got) is Verdict.TRANSIENT:
+            row.reread = True  # reading again is part of the same attempt
+            return self._transient_pause(row, got)
         final = self._final(row, got)
         if final is not None:
             return final
@@ -315,13 +340,20 @@ class Engine:
             return self._result(row, Outcome.WOULD_UPDATE, changed=merged.changed, error=warnings)
         if row.verify_only:
             return self._result(row, Outcome.FAILED, error=row.last_problem)
+        row.in_doubt = merged.changed  # from here until an answer, the PUT may have landed
         put = await self._call(
-            row,
-            lambda: self._api.put_user(uid, merged.entity, revision),
-            retry_transient=False,
-            put=True,
+            row, lambda: self._api.put_user(uid, merged.entity, revision), put=True
         )
         verdict = self._verdict(put)
+        if verdict is Verdict.TRANSIENT:
+            # The PUT may or may not have been applied: never re-PUT blindly, read again.
+            row.conflicted_on = None
+            pause = self._transient_pause(row, put)
+            if isinstance(pause, RowResult) or row.attempts >= settings.max_attempts:
+                row.verify_only = True  # one last read decides between updated and failed
+                return 0.0
+            return pause
+        row.in_doubt = ()
         if verdict is Verdict.OK:
             return self._result(
                 row,
@@ -341,15 +373,6 @@ class Engine:
                     error=f"gave up after {row.attempts} attempts: {row.last_problem}",
                 )
             return self._conflict_delay(row.attempts)
-        if verdict is Verdict.TRANSIENT:
-            # The PUT may or may not have been applied: never re-PUT blindly, read again.
-            row.in_doubt = merged.changed
-            row.conflicted_on = None
-            delay = await self._after_transient(row, put)
-            if delay is None or row.attempts >= settings.max_attempts:
-                row.verify_only = True  # one last read decides between updated and failed
-                return 0.0
-            return delay
         final = self._final(row, put)
         assert final is not None
         return final
@@ -379,8 +402,8 @@ class Engine:
         verdict = self._verdict(reply)
         if verdict is Verdict.OK:
             return None
-        error = reply.problem or server_message(reply.status or 0, reply.body)
-        final_outcome = _FINAL_OUTCOMES.get(verdict)
+        error = self._scrub(row, reply.problem or server_message(reply.status or 0, reply.body))
+        final_outcome = _FINAL_OUTCOMES[verdict]
         if verdict is Verdict.UNAUTHORIZED:
             self.request_stop(StopReason.AUTH, error)
             return self._skipped(row.change)
@@ -394,8 +417,6 @@ class Engine:
                     "seems to lack the users.read / users.write scopes",
                 )
                 return self._skipped(row.change)
-        if final_outcome is None:
-            final_outcome = Outcome.FAILED
         return self._result(row, final_outcome, error=error)
 
     def _result(
@@ -416,62 +437,58 @@ class Engine:
             revision_before=row.revision_before,
             revision_after=revision_after,
             changed=changed,
-            error=error,
+            error=self._scrub(row, error),
         )
 
+    @staticmethod
+    def _scrub(row: _RowState, text: str) -> str:
+        """Mask the row's own secret values (passwordSh) in a message a server may have
+        echoed them into."""
+        for edit in row.change.edits:
+            if edit.attribute in SECRET_ATTRIBUTES and isinstance(edit.value, str) and edit.value:
+                text = text.replace(edit.value, "[redacted]")
+        return text
+
     async def _call(
-        self,
-        row: _RowState,
-        send: Callable[[], Awaitable[Reply]],
-        *,
-        retry_transient: bool,
-        put: bool,
+        self, row: _RowState, send: Callable[[], Awaitable[Reply]], *, put: bool
     ) -> Reply:
-        """Send one request under the rate limit, waiting out 429s and outages and (if
-        allowed) retrying transient failures with the policy's delays; the last answer."""
+        """Send one request under the rate limit, waiting out 429s (bounded); the answer."""
         throttle_waits = 0
         counters = self.counters
-        health = self._health
         while True:
-            if health.in_outage and not row.probe:
-                await self._ride_out(row)
-            row.probe = False
             await self._limiter.acquire()
-            counters.requests += 1
             if put:
                 counters.puts += 1
             else:
                 counters.gets += 1
+            row.probe = False
             reply = await send()
             row.status = reply.status
             if reply.status != 403:
                 self._forbidden_streak = 0
             verdict = self._verdict(reply)
-            health.record(verdict is not Verdict.TRANSIENT)
-            if verdict is Verdict.THROTTLED:
-                counters.throttled += 1
-                self._limiter.throttled(reply.retry_after)
-                throttle_waits += 1
-                if throttle_waits > self._settings.max_throttle_waits:
-                    row.last_problem = f"still HTTP 429 after {throttle_waits} waits"
-                    return reply
-                continue  # acquire() waits out the pause, for every worker
-            if verdict is not Verdict.TRANSIENT or not retry_transient:
+            self._health.record(verdict is not Verdict.TRANSIENT)
+            if verdict is not Verdict.THROTTLED:
                 return reply
-            delay = await self._after_transient(row, reply)
-            if delay is None:
+            counters.throttled += 1
+            self._limiter.throttled(reply.retry_after)
+            throttle_waits += 1
+            if throttle_waits > self._settings.max_throttle_waits:
+                row.last_problem = f"still HTTP 429 after {throttle_waits} waits"
                 return reply
-            await self._clock.sleep(delay)
+            # acquire() waits out the pause, for every worker
 
-    async def _after_transient(self, row: _RowState, reply: Reply) -> float | None:
-        """A request failed with 5xx / timeout / dropped connection: the pause before trying
-        again, or None when the row's retries are spent. During an outage the row's budget
-        is left alone: the health gate decides when to go on."""
+    def _transient_pause(self, row: _RowState, reply: Reply) -> RowResult | float:
+        """A request failed with 5xx / timeout / dropped connection: the pause before the row
+        goes on, or its `failed` result when its retries are spent. During an outage the
+        row's budget is left alone: the health gate decides when to go on."""
         row.last_problem = reply.problem or server_message(reply.status or 0, reply.body)
         if self._health.in_outage:
-            await self._ride_out(row)
-            return 0.0
-        return self._take_retry(row)
+            return 0.0  # _process rides the outage out before the next attempt
+        delay = self._take_retry(row)
+        if delay is None:
+            return self._result(row, Outcome.FAILED, error=row.last_problem)
+        return delay
 
     async def _ride_out(self, row: _RowState) -> None:
         """Wait out an outage; stop the whole run if it outlasts --max-outage."""
@@ -481,7 +498,7 @@ class Engine:
         if self._fatal is None:
             self._fatal = OutageTooLong(
                 f"the API kept failing for {self._settings.max_outage:g} s (--max-outage): "
-                f"{row.last_problem or 'no answer'}"
+                f"{self._scrub(row, row.last_problem) or 'no answer'}"
             )
             self.request_stop(StopReason.OUTAGE, str(self._fatal))
             self.hard_stop()
@@ -504,6 +521,7 @@ class Engine:
 
 #: Outcome of a row whose answer ends it, by verdict.
 _FINAL_OUTCOMES = {
+    Verdict.UNAUTHORIZED: Outcome.SKIPPED,
     Verdict.NOT_FOUND: Outcome.NOT_FOUND,
     Verdict.REJECTED: Outcome.REJECTED,
     Verdict.CONFLICT: Outcome.CONFLICT,

@@ -5,14 +5,19 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from bulkusers.changes import Change, Edit, InvalidRow, Op
+from bulkusers.client import Reply
 from bulkusers.clock import FakeClock
 from bulkusers.engine import Counters, Engine, EngineSettings
 from bulkusers.errors import AuthRefused, OutageTooLong
+from bulkusers.health import HealthGate
 from bulkusers.ratelimit import RateLimiter
 from bulkusers.results import Outcome, RowResult
+from tests import fakes
 from tests.fakes import FakeApi, make_user
 
 pytestmark = pytest.mark.anyio
@@ -364,3 +369,73 @@ async def test_403_on_every_request_stops_the_run() -> None:
     assert [results[row].outcome for row in range(1, 10)] == [Outcome.REJECTED] * 9
     skipped = sorted(r.row for r in results.values() if r.outcome is Outcome.SKIPPED)
     assert skipped == [*range(10, 21), *range(22, 30)]
+
+
+async def test_outage_during_serial_writes_does_not_deadlock() -> None:
+    """Serial writes (account-wide revisions) and an outage at once: the probe never waits
+    for a lock held by a worker that waits for the probe (a hang found in review)."""
+    api = FakeApi({uid: make_user(uid) for uid in range(1, 5)}, collection=True)
+    api.faults[("PUT", 1)] = ["503"]
+    clock = FakeClock()
+    settings = EngineSettings(concurrency=2, retry_delays=(5.0, 10.0), max_outage=60.0)
+    health = HealthGate(clock=clock, probe_delays=settings.retry_delays, max_outage=60.0)
+    for _ in range(7):  # a flaky spell: one more failure makes it an outage
+        health.record(False)
+    engine = Engine(
+        api,
+        settings=settings,
+        limiter=RateLimiter(rate=0, clock=clock),
+        clock=clock,
+        health=health,
+        rng=random.Random(1),
+    )
+    engine._serial = anyio.Lock()
+    rows: list[Change | InvalidRow] = [
+        change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 5)
+    ]
+    results: dict[int, RowResult] = {}
+    with anyio.fail_after(5):
+        await engine.run(rows, lambda r: results.__setitem__(r.row, r))
+    assert [results[uid].outcome for uid in range(1, 5)] == [Outcome.UPDATED] * 4
+    assert all(api.users[uid]["maxChats"] == 9 for uid in range(1, 5))
+
+
+async def test_hard_stop_during_an_unanswered_put_says_it_may_have_landed() -> None:
+    """A row cut off while its PUT is out keeps its changes and says --resume will check."""
+    api = FakeApi({1: make_user(1)})
+    clock = FakeClock()
+    engine = Engine(
+        api,
+        settings=EngineSettings(concurrency=1),
+        limiter=RateLimiter(rate=0, clock=clock),
+        clock=clock,
+    )
+    original_put = api.put_user
+
+    async def put_then_stop(*args: Any) -> Any:
+        engine.hard_stop()
+        await anyio.lowlevel.checkpoint()
+        return await original_put(*args)
+
+    setattr(api, "put_user", put_then_stop)  # noqa: B010 - replace one method for this test
+    results: dict[int, RowResult] = {}
+    await engine.run(
+        [change(1, 1, ("maxChats", Op.SET, 9))], lambda r: results.__setitem__(r.row, r)
+    )
+    assert results[1].outcome is Outcome.SKIPPED
+    assert results[1].changed == ("maxChats",)
+    assert "may have been applied" in results[1].error
+
+
+async def test_server_messages_never_carry_the_rows_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that echoes passwordSh in its 400 message does not put it in the results."""
+    api = FakeApi({1: make_user(1)})
+    api.faults[("PUT", 1)] = ["400"]
+    echo = Reply(status=400, body=b'{"message": "passwordSh \'Tr0ub4dor&3\' is too weak"}')
+    monkeypatch.setitem(fakes._FAULTS, "400", echo)
+    results, _, _ = await run(api, [change(1, 1, ("passwordSh", Op.SET, "Tr0ub4dor&3"))])
+    assert results[1].outcome is Outcome.REJECTED
+    assert "Tr0ub4dor&3" not in results[1].error
+    assert results[1].error == "HTTP 400: passwordSh '[redacted]' is too weak"
