@@ -21,11 +21,11 @@ from bulkusers.client import HttpUsersApi, Transport, make_session
 from bulkusers.clock import Clock, SystemClock
 from bulkusers.connect import connect, refused_message, ssl_context
 from bulkusers.engine import Counters, Engine, EngineSettings, StopReason
-from bulkusers.errors import ResultsFileError, RunStopped, UsageError
+from bulkusers.errors import ResultsFileError, RunStopped
 from bulkusers.health import HealthGate
 from bulkusers.progress import ProgressDisplay
 from bulkusers.ratelimit import LimiterStats, RateLimiter
-from bulkusers.results import Outcome, ResultsJournal, RowResult, meta_path, read_journal
+from bulkusers.results import Outcome, ResultsJournal, RowResult, read_journal
 from bulkusers.settings import ApplySettings
 
 log = structlog.get_logger("bulkusers.apply")
@@ -67,9 +67,7 @@ async def run_apply(
         earlier = _settled_earlier(settings, digest)
         total = count_rows(changes)
         sink = ResultsJournal(settings.results, clock=clock)
-        sink.start(
-            keep=sorted(earlier.values(), key=lambda r: r.row), fingerprint=digest, changes=changes
-        )
+        sink.prepare(keep=sorted(earlier.values(), key=lambda r: r.row))  # exit 2 if unwritable
         stopped: str | None = None
         try:
             transport = Transport(
@@ -83,12 +81,11 @@ async def run_apply(
                 transport=transport,
                 ssl=ssl_context(settings.ca_bundle),
             ) as session:
-                try:
-                    connection = await connect(settings, session)
-                except UsageError:
-                    if not settings.resume:  # nothing was tried: leave no empty journal behind
-                        _discard(sink)
-                    raise
+                # Until commit, an earlier results file stays exactly as it was.
+                connection = await connect(settings, session)
+                saved = sink.commit(fingerprint=digest, changes=changes, backup=not settings.resume)
+                if saved is not None:
+                    print(f"bulkusers: the previous results are kept in {saved}", file=sys.stderr)
                 api = HttpUsersApi(
                     session,
                     base_url=connection.base_url,
@@ -130,6 +127,7 @@ async def run_apply(
                 if engine.stopped is StopReason.AUTH:
                     stopped = refused_message(connection.auth, stopped)
         finally:
+            sink.abandon()  # a prepared file never committed (set-up failed) goes away
             try:
                 sink.close()
             except OSError as exc:
@@ -156,7 +154,10 @@ async def run_apply(
 
 
 def _settled_earlier(settings: ApplySettings, digest: str) -> dict[int, RowResult]:
-    """With --resume, the rows an earlier run settled; refuse a journal of another input."""
+    """With --resume, the rows an earlier run settled; refuse a journal of another input.
+    A real run never counts a dry run's `would_update` as settled: nothing was sent."""
+    if settings.results.exists() and settings.results.samefile(settings.changes):
+        raise ResultsFileError(f"--results {settings.results} is the changes file itself")
     if not settings.resume:
         return {}
     journal = read_journal(settings.results)
@@ -166,13 +167,9 @@ def _settled_earlier(settings: ApplySettings, digest: str) -> dict[int, RowResul
             f"{settings.changes} (the file changed since); finish with the original file, "
             "or start over with a new --results path"
         )
-    return journal.settled
-
-
-def _discard(sink: ResultsJournal) -> None:
-    sink.close()
-    sink.path.unlink(missing_ok=True)
-    meta_path(sink.path).unlink(missing_ok=True)
+    if settings.dry_run:
+        return journal.settled
+    return {n: r for n, r in journal.settled.items() if r.outcome is not Outcome.WOULD_UPDATE}
 
 
 async def _run_engine(

@@ -11,7 +11,13 @@ import anyio
 import click
 import pydantic
 
-from bulkusers.engine import DEFAULT_MAX_OUTAGE
+from bulkusers.client import DEFAULT_API_VERSION, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
+from bulkusers.engine import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_OUTAGE,
+    DEFAULT_RETRY_DELAYS,
+)
 from bulkusers.errors import BulkUsersError, UsageError
 from bulkusers.ratelimit import DEFAULT_MIN_RATE
 from bulkusers.settings import (
@@ -24,6 +30,7 @@ from bulkusers.settings import (
 )
 
 EXIT_USAGE = 2
+EXIT_STOPPED = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,7 +71,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 512),
-    default=8,
+    default=DEFAULT_CONCURRENCY,
     show_default=True,
     help="Requests in flight at most.",
 )
@@ -86,13 +93,13 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 @click.option(
     "--max-attempts",
     type=click.IntRange(1, 100),
-    default=5,
+    default=DEFAULT_MAX_ATTEMPTS,
     show_default=True,
     help="GET-merge-PUT attempts per row before it ends `conflict` or `failed`.",
 )
 @click.option(
     "--retry-delays",
-    default="5,10,15",
+    default=",".join(f"{d:g}" for d in DEFAULT_RETRY_DELAYS),
     show_default=True,
     metavar="LIST",
     help="Seconds to pause before each retry after a 5xx, a timeout or a dropped "
@@ -127,21 +134,23 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     metavar="URL",
     help="Where the OAuth token endpoint is [default: from the Domain API].",
 )
-@click.option("--api-version", default="4.0", show_default=True, help="Users API version (v=).")
+@click.option(
+    "--api-version", default=DEFAULT_API_VERSION, show_default=True, help="Users API version (v=)."
+)
 @click.option(
     "--method-override", is_flag=True, help="Send updates as POST with X-HTTP-Method-Override: PUT."
 )
 @click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0.001),
-    default=10.0,
+    default=DEFAULT_CONNECT_TIMEOUT,
     show_default=True,
     help="Seconds to wait for a connection.",
 )
 @click.option(
     "--read-timeout",
     type=click.FloatRange(min=0.001),
-    default=30.0,
+    default=DEFAULT_READ_TIMEOUT,
     show_default=True,
     help="Seconds to wait for an answer.",
 )
@@ -176,12 +185,16 @@ def apply(changes: Path, **options: Any) -> None:
     from bulkusers.apply import run_apply
 
     settings = _apply_settings(changes, options)
-    logs.configure(log_file=settings.log_file, verbose=options["verbose"])
     try:
+        logs.configure(log_file=settings.log_file, verbose=options["verbose"])
         report = anyio.run(run_apply, settings)
     except BulkUsersError as exc:
         logs.close()
         _fail(str(exc), exc.exit_code)
+        return
+    except KeyboardInterrupt:  # before the engine (and its signal handling) started
+        logs.close()
+        _fail("interrupted before the first row was sent; nothing was changed", EXIT_STOPPED)
         return
     logs.close()
     sys.exit(report.exit_code)

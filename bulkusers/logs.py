@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from bulkusers.errors import UsageError
+
 _SECRET_KEY = re.compile(r"authori[sz]ation|token|secret|password|passwd|passwordsh|cookie", re.I)
 REDACTED = "[redacted]"
 
@@ -86,13 +88,19 @@ def configure(
     root.addHandler(console)
     level = console_level
     if log_file is not None:
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        try:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--log-file {log_file}: {exc.strerror or exc}") from exc
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 processors=[
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.dict_tracebacks,
+                    # Locals of a traceback could hold a token or an entity: never render them.
+                    structlog.processors.ExceptionRenderer(
+                        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+                    ),
                     structlog.processors.JSONRenderer(),
                 ],
                 foreign_pre_chain=shared,

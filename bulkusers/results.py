@@ -85,20 +85,24 @@ def _cell(value: object) -> str:
 
 def format_line(result: RowResult) -> str:
     """The CSV line for one result, newline included."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(
-        (
-            result.row,
-            _cell(result.id),
-            result.outcome.value,
-            "" if result.http_status is None else result.http_status,
-            result.attempts,
-            _cell(result.revision_before),
-            _cell(result.revision_after),
-            _cell("|".join(result.changed)),
-            _cell(result.error),
-        )
+    cells = (
+        str(result.row),
+        _cell(result.id),
+        result.outcome.value,
+        "" if result.http_status is None else str(result.http_status),
+        str(result.attempts),
+        _cell(result.revision_before),
+        _cell(result.revision_after),
+        _cell("|".join(result.changed)),
+        _cell(result.error),
     )
+    line = ",".join(cells)
+    # Most lines need no quoting at all: join them, and leave the rest to the csv module
+    # (a StringIO and a writer per line cost more than the write itself).
+    if line.count(",") == len(COLUMNS) - 1 and '"' not in line and "\r" not in line:
+        return line + "\n"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
     return buffer.getvalue()
 
 
@@ -187,27 +191,55 @@ class ResultsJournal:
         self._last_sync = 0.0
 
     def start(self, *, keep: Iterable[RowResult] = (), fingerprint: str, changes: Path) -> None:
-        """Write the header and the rows kept from an earlier run, atomically, then open for
-        appending. Fails with ResultsFileError before any request if the path is unusable."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        """prepare() then commit(): for callers with nothing to do in between."""
+        self.prepare(keep=keep)
+        self.commit(fingerprint=fingerprint, changes=changes)
+
+    def prepare(self, *, keep: Iterable[RowResult] = ()) -> None:
+        """Write the header and the rows kept from an earlier run to a temporary file beside
+        the results path. Proves the path writable before any request (ResultsFileError
+        otherwise) while leaving an existing results file untouched until commit()."""
         try:
-            with tmp.open("w", encoding="utf-8", newline="") as out:
+            with self._tmp.open("w", encoding="utf-8", newline="") as out:
                 out.write(HEADER_LINE)
                 for result in keep:
                     out.write(format_line(result))
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, self.path)
+        except OSError as exc:
+            self.abandon()
+            raise ResultsFileError(
+                f"cannot write the results file {self.path}: {exc.strerror or exc}"
+            ) from exc
+
+    def commit(self, *, fingerprint: str, changes: Path, backup: bool = False) -> Path | None:
+        """Put the prepared file in place (an earlier results file moves to `.bak` if
+        `backup`), record the input's fingerprint, open for appending. Returns the backup."""
+        saved: Path | None = None
+        try:
+            if backup and self.path.exists():
+                saved = self.path.with_name(self.path.name + ".bak")
+                os.replace(self.path, saved)
+            os.replace(self._tmp, self.path)
             meta = {"changes": str(changes), "sha256": fingerprint}
             meta_path(self.path).write_text(json.dumps(meta) + "\n", "utf-8")
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            self.abandon()
             raise ResultsFileError(
                 f"cannot write the results file {self.path}: {exc.strerror or exc}"
             ) from exc
         self._last_sync = self._clock.now()
+        return saved
+
+    def abandon(self) -> None:
+        """Drop a prepared file that will not be used."""
+        self._tmp.unlink(missing_ok=True)
+
+    @property
+    def _tmp(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.tmp")
 
     def write(self, result: RowResult) -> None:
         """Record one settled row; raises OSError (disk full...) with the file left whole."""

@@ -51,6 +51,7 @@ async def test_help_runs_for_every_command() -> None:
     ("args", "env", "message"),
     [
         (["--rate", "-1"], {}, "--rate"),
+        (["--log-file", "/nonexistent/dir/run.log"], {}, "--log-file /nonexistent/dir/run.log"),
         (["--retry-delays", "5,x"], {}, "--retry-delays: 'x' is not a number of seconds"),
         (["--account", "bad account!"], {}, "--account ('bad account!')"),
         ([], {"LP_BEARER_TOKEN": "t", "LP_CLIENT_ID": "c", "LP_CLIENT_SECRET": "s"},

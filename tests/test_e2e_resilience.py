@@ -357,3 +357,61 @@ def test_env_has_no_credentials() -> None:
         del os.environ["LP_BEARER_TOKEN"]
     assert ACCOUNT == "123"
     assert FAST_RETRIES.count(",") == 5
+
+
+async def test_resume_after_a_dry_run_applies_the_changes(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A dry run's `would_update` rows are not settled for a real run: --resume sends them."""
+    changes = migration(tmp_path, 10)
+    dry = await run_cli(*apply_args(changes, sim.url, "--dry-run"))
+    assert dry.returncode == 0
+    assert sim.sim.stats.puts == 0
+    done = await run_cli(*apply_args(changes, sim.url, "--resume"))
+    assert done.returncode == 0, done.stderr
+    assert [r["outcome"] for r in read_results(tmp_path / "c.results.csv")] == ["updated"] * 10
+    assert_migrated(sim, 10)
+
+
+async def test_a_fresh_run_keeps_the_previous_results_as_bak(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """Without --resume the old results file is not destroyed: it moves to .bak."""
+    changes = migration(tmp_path, 5)
+    first = await run_cli(*apply_args(changes, sim.url))
+    assert first.returncode == 0
+    results = tmp_path / "c.results.csv"
+    before = results.read_text()
+    second = await run_cli(*apply_args(changes, sim.url))
+    assert second.returncode == 0
+    assert (tmp_path / "c.results.csv.bak").read_text() == before
+    assert "previous results are kept in" in second.stderr
+    assert {r["outcome"] for r in read_results(results)} == {"unchanged"}
+
+
+async def test_results_path_cannot_be_the_input(sim: RunningSimulator, tmp_path: Path) -> None:
+    """--results pointing at the changes file is refused; the input is untouched."""
+    changes = migration(tmp_path, 5)
+    text = changes.read_text()
+    done = await run_cli(*apply_args(changes, sim.url, "--results", changes))
+    assert done.returncode == 2
+    assert "is the changes file itself" in done.stderr
+    assert changes.read_text() == text
+    assert sim.sim.stats.requests == 0
+
+
+async def test_failed_setup_leaves_earlier_results_untouched(tmp_path: Path) -> None:
+    """An unknown account (exit 2) after a real run leaves that run's results as they were."""
+    async with serve(SimConfig(users=5, seed=1)) as running:
+        changes = migration(tmp_path, 5)
+        first = await run_cli(*apply_args(changes, running.url))
+        assert first.returncode == 0
+        results = tmp_path / "c.results.csv"
+        before = results.read_text()
+        done = await run_cli(
+            "apply", changes, "--account", "nosuch", "--csds-url", running.url, "--quiet"
+        )
+    assert done.returncode == 2, done.stderr
+    assert results.read_text() == before
+    assert not (tmp_path / "c.results.csv.bak").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # noqa: ASYNC240 - a test, after the run
