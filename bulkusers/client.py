@@ -27,6 +27,12 @@ DEFAULT_READ_TIMEOUT = 30.0
 
 _USERS_PATH = "/api/account/{account}/configuration/le-users/users"
 
+#: PUT bodies: compact, UTF-8 as is; one encoder for the run (json.dumps with options builds
+#: a new one per call). An entity parsed from JSON cannot be circular.
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -143,39 +149,40 @@ class HttpUsersApi:
         self._session = session
         self._auth = auth
         self._transport = transport
-        self._root = base_url.rstrip("/") + _USERS_PATH.format(account=account)
-        self._version = transport.api_version
+        root = base_url.rstrip("/") + _USERS_PATH.format(account=account)
+        # Everything but the user id is fixed for the run: build it once, not per request.
+        self._user_url = root + "/"
+        self._get_query = f"?v={transport.api_version}&select=%24all"
+        self._put_query = f"?v={transport.api_version}"
+        self._put_method = "POST" if transport.method_override else "PUT"
+        self._put_headers = {"Content-Type": "application/json"}
+        if transport.method_override:
+            self._put_headers["X-HTTP-Method-Override"] = "PUT"
         self._epoch = wall_clock  # Retry-After may be an HTTP date
 
-    def _url(self, user_id: int, *, read: bool) -> URL:
-        query = f"?v={self._version}&select=%24all" if read else f"?v={self._version}"
-        return URL(f"{self._root}/{user_id}{query}", encoded=True)
-
     async def get_user(self, user_id: int) -> Reply:
-        reply = await self._send("GET", self._url(user_id, read=True), None)
+        url = URL(f"{self._user_url}{user_id}{self._get_query}", encoded=True)
+        reply = await self._send("GET", url, None, {})
         if reply.status is None or not 200 <= reply.status < 300:
             return reply
         return _read_user(reply, user_id)
 
     async def put_user(self, user_id: int, entity: Mapping[str, Any], revision: str) -> Reply:
-        body = json.dumps(entity, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "If-Match": revision}
-        method = "PUT"
-        if self._transport.method_override:
-            method = "POST"
-            headers["X-HTTP-Method-Override"] = "PUT"
-        return await self._send(method, self._url(user_id, read=False), body, headers)
+        body = _encode_json(entity).encode()
+        headers = {**self._put_headers, "If-Match": revision}
+        url = URL(f"{self._user_url}{user_id}{self._put_query}", encoded=True)
+        return await self._send(self._put_method, url, body, headers)
 
     async def _send(
-        self, method: str, url: URL, body: bytes | None, headers: dict[str, str] | None = None
+        self, method: str, url: URL, body: bytes | None, headers: dict[str, str]
     ) -> Reply:
-        """Send once; on 401 renew the credential once and send again."""
+        """Send once; on 401 renew the credential once and send again. `headers` is this
+        request's own dict: the credential is added to it."""
         for renewal in (False, True):
             sent_auth = await self._auth.header()
-            request_headers = dict(headers) if headers else {}
             if sent_auth is not None:
-                request_headers["Authorization"] = sent_auth
-            reply = await self._exchange(method, url, body, request_headers)
+                headers["Authorization"] = sent_auth
+            reply = await self._exchange(method, url, body, headers)
             if reply.status != 401 or renewal or not await self._auth.renew(sent_auth):
                 return reply
         raise AssertionError("unreachable")  # pragma: no cover
