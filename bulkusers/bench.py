@@ -238,20 +238,30 @@ def _run_note(run: CliRun) -> str:
 def overhead(sizes: Sizes, workdir: Path) -> tuple[list[Row], CliRun]:
     rows = sizes.overhead
     changes = write_changes(workdir / "overhead.csv", rows, skill=901)
+    one = write_changes(workdir / "overhead-one.csv", 1, skill=906)
     with simulator(rows, latency_ms=0, workdir=workdir) as sim:
         run = run_cli(changes, sim, rows=rows, rate=0, workdir=workdir)
+        # The same process on one row: start-up (imports, connect, results file) alone.
+        fixed = run_cli(one, sim, rows=1, rate=0, workdir=workdir)
     name = f"overhead ({rows:,} rows, 0 ms, c={CONCURRENCY}, no cap)"
-    per_update = run.cpu / max(1, run.updated) * 1e6
+    updated = max(1, run.updated)
+    per_update = run.cpu / updated * 1e6
+    marginal = (run.cpu - fixed.cpu) / updated * 1e6
     sim_per_request = run.sim_cpu / max(1, run.requests) * 1e6
     return [
         Row(name, "updates/s", f"{run.updates_per_s:,.0f}{_run_note(run)}", "", None),
         Row(name, "requests/s", f"{run.requests / run.elapsed:,.0f}"),
         Row(
             name,
-            "client CPU per 1,000 updates",
-            f"{run.cpu / max(1, run.updated) * 1000:.3f} s ({per_update:.0f} µs/update)",
+            "client CPU per 1,000 updates (whole process)",
+            f"{run.cpu / updated * 1000:.3f} s ({per_update:.0f} µs/update)",
             f"<= {MAX_CPU_US_PER_UPDATE * 1000 / 1e6:.3f} s",
             run.clean and per_update <= MAX_CPU_US_PER_UPDATE,
+        ),
+        Row(
+            name,
+            "client CPU per update, start-up excluded",
+            f"{marginal:.0f} µs (start-up {fixed.cpu:.2f} s)",
         ),
         Row(name, "simulator CPU per request", f"{sim_per_request:.0f} µs"),
     ], run
