@@ -34,6 +34,7 @@ from bulkusers.client import (
 from bulkusers.connect import Connection, connect, refused_message, ssl_context
 from bulkusers.domain import SERVICE_READ_WRITE, describe_exception
 from bulkusers.errors import AuthRefused, BulkUsersError, LookupError_, UsageError
+from bulkusers.options import connection_options, validation_message
 from bulkusers.settings import ACCOUNT_PATTERN, DEFAULT_CSDS_URL, Credentials
 
 #: The user list is read with ids only: enough to count users, cheap for 18,000 of them.
@@ -214,48 +215,7 @@ async def _read_users(
 
 
 @click.command()
-@click.option(
-    "--account", envvar="LP_ACCOUNT", help="LivePerson account (site) id [env LP_ACCOUNT]."
-)
-@click.option(
-    "--base-url",
-    metavar="URL",
-    help="Account-config host, e.g. http://127.0.0.1:8765; skips the Domain API lookup.",
-)
-@click.option(
-    "--csds-url",
-    default=DEFAULT_CSDS_URL,
-    show_default=True,
-    metavar="URL",
-    help="Where the Domain API is.",
-)
-@click.option(
-    "--sentinel-url",
-    metavar="URL",
-    help="Where the OAuth token endpoint is [default: from the Domain API].",
-)
-@click.option(
-    "--api-version", default=DEFAULT_API_VERSION, show_default=True, help="Users API version (v=)."
-)
-@click.option(
-    "--ca-bundle",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="CA certificates to trust (e.g. a corporate proxy's), PEM.",
-)
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0.001),
-    default=DEFAULT_CONNECT_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for a connection.",
-)
-@click.option(
-    "--read-timeout",
-    type=click.FloatRange(min=0.001),
-    default=DEFAULT_READ_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for an answer.",
-)
+@connection_options
 def check(**options: Any) -> None:
     """Check, read-only, that an apply run would work: resolve the hosts, obtain a token,
     read the user list. Never writes.
@@ -273,11 +233,7 @@ def check(**options: Any) -> None:
     except UsageError as exc:
         _fail(str(exc), exc.exit_code)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        value = first.get("input")
-        shown = f" ({value!r})" if isinstance(value, str | int | float) else ""
-        _fail(f"--{where.replace('_', '-')}{shown}: {first['msg']}", 2)
+        _fail(validation_message(exc), 2)
     logs.configure(log_file=None)
     try:
         anyio.run(run_check, settings)

@@ -11,7 +11,6 @@ import anyio
 import click
 import pydantic
 
-from bulkusers.client import DEFAULT_API_VERSION, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from bulkusers.engine import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
@@ -19,9 +18,9 @@ from bulkusers.engine import (
     DEFAULT_RETRY_DELAYS,
 )
 from bulkusers.errors import BulkUsersError, UsageError
+from bulkusers.options import connection_options, validation_message
 from bulkusers.ratelimit import DEFAULT_MIN_RATE
 from bulkusers.settings import (
-    DEFAULT_CSDS_URL,
     DEFAULT_GRACE,
     DEFAULT_RATE,
     ApplySettings,
@@ -55,14 +54,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 @cli.command()
 @click.argument("changes", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--account", envvar="LP_ACCOUNT", help="LivePerson account (site) id [env LP_ACCOUNT]."
-)
-@click.option(
-    "--base-url",
-    metavar="URL",
-    help="Account-config host, e.g. http://127.0.0.1:8765; skips the Domain API lookup.",
-)
+@connection_options
 @click.option(
     "--results",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -123,41 +115,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     help="Hide / show the progress display on stderr [default: shown on a terminal].",
 )
 @click.option(
-    "--csds-url",
-    default=DEFAULT_CSDS_URL,
-    show_default=True,
-    metavar="URL",
-    help="Where the Domain API is.",
-)
-@click.option(
-    "--sentinel-url",
-    metavar="URL",
-    help="Where the OAuth token endpoint is [default: from the Domain API].",
-)
-@click.option(
-    "--api-version", default=DEFAULT_API_VERSION, show_default=True, help="Users API version (v=)."
-)
-@click.option(
     "--method-override", is_flag=True, help="Send updates as POST with X-HTTP-Method-Override: PUT."
-)
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0.001),
-    default=DEFAULT_CONNECT_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for a connection.",
-)
-@click.option(
-    "--read-timeout",
-    type=click.FloatRange(min=0.001),
-    default=DEFAULT_READ_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for an answer.",
-)
-@click.option(
-    "--ca-bundle",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="CA certificates to trust (e.g. a corporate proxy's), PEM.",
 )
 @click.option(
     "--grace",
@@ -220,11 +178,7 @@ def _apply_settings(changes: Path, options: dict[str, Any]) -> ApplySettings:
     except UsageError as exc:
         _fail(str(exc))
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        value = first.get("input")
-        shown = f" ({value!r})" if isinstance(value, str | int | float) else ""
-        _fail(f"--{where.replace('_', '-')}{shown}: {first['msg']}")
+        _fail(validation_message(exc))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
