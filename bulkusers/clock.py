@@ -31,7 +31,9 @@ class SystemClock:
 
 
 class FakeClock:
-    """Virtual time for tests: `sleep` advances the clock instead of waiting."""
+    """Virtual time for tests: `sleep` moves the clock to the sleeper's wake-up time instead
+    of waiting. Sleepers that overlap do not add up: two tasks sleeping 5 s from the same
+    moment both wake at +5 s."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
@@ -46,5 +48,6 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.slept.append(seconds)
-        self._now += seconds
+        wake = self._now + seconds
         await anyio.lowlevel.checkpoint()
+        self._now = max(self._now, wake)

@@ -113,14 +113,15 @@ class HealthGate:
     def _next_delay(self) -> float:
         if self._probes < len(self._delays):
             return self._delays[self._probes]
-        grown = self._delays[-1] * 2.0 ** (self._probes - len(self._delays) + 1)
+        doublings = min(self._probes - len(self._delays) + 1, 32)  # past 32 the cap rules
+        grown = self._delays[-1] * 2.0**doublings
         return min(self._max_probe_delay, grown)
 
     async def ride_out(self) -> Ride:
         """Wait while the API is down. One worker at a time is sent back as the probe after
         the next backoff delay; the others wait until its answer is in."""
         while self._since is not None:
-            if self._clock.now() - self._since >= self._max_outage:
+            if self._past_deadline():
                 return Ride.GIVE_UP
             if self._probing:  # a probe is being prepared or is on the wire
                 await self._changed.wait()
@@ -130,14 +131,20 @@ class HealthGate:
             self._probes += 1
             remaining = self._since + self._max_outage - self._clock.now()
             try:
-                await self._clock.sleep(max(0.0, min(delay, remaining)))
+                await self._clock.sleep(min(delay, remaining))
             except BaseException:
                 self._probing = False
                 self._wake()
                 raise
-            if self._since is not None and self._clock.now() - self._since >= self._max_outage:
+            if self._since is not None and self._past_deadline():
                 self._probing = False
                 self._wake()
                 return Ride.GIVE_UP
             return Ride.SEND  # the probe: `_probing` stays set until its answer is recorded
         return Ride.SEND
+
+    def _past_deadline(self) -> bool:
+        """Has the outage lasted --max-outage? (A microsecond early counts: sleeping exactly
+        the remaining time can land a rounding error short of the deadline.)"""
+        assert self._since is not None
+        return self._clock.now() - self._since >= self._max_outage - 1e-6
