@@ -12,11 +12,11 @@ import enum
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkusers.changes import Change, InvalidRow
 from bulkusers.classify import Verdict, classify, server_message
@@ -196,36 +196,37 @@ class Engine:
         self,
         rows: Iterable[Change | InvalidRow],
         skip_rows: frozenset[int],
-        work: ObjectSendStream[_Work],
-        results: ObjectSendStream[RowResult],
+        work: MemoryObjectSendStream[_Work],
+        results: MemoryObjectSendStream[RowResult],
     ) -> None:
         async with work, results:
             for item in rows:
                 if item.row in skip_rows:
                     continue
                 if isinstance(item, InvalidRow):
-                    await results.send(
+                    await _send(
+                        results,
                         RowResult(
                             row=item.row,
                             id=item.raw_id,
                             outcome=Outcome.INVALID,
                             error=item.message,
-                        )
+                        ),
                     )
                     continue
                 if self._stop is not None:
-                    await results.send(self._skipped(item))
+                    await _send(results, self._skipped(item))
                     continue
                 done = anyio.Event()
                 after = self._last_for_user.get(item.user_id)
                 self._last_for_user[item.user_id] = done
-                await work.send(_Work(change=item, after=after, done=done))
+                await _send(work, _Work(change=item, after=after, done=done))
 
     async def _worker(
-        self, work: ObjectReceiveStream[_Work], results: ObjectSendStream[RowResult]
+        self, work: MemoryObjectReceiveStream[_Work], results: MemoryObjectSendStream[RowResult]
     ) -> None:
         async with work, results:
-            async for item in work:
+            while (item := await _receive(work)) is not None:
                 if item.after is not None:
                     await item.after.wait()
                 change = item.change
@@ -243,13 +244,16 @@ class Engine:
                 item.done.set()
                 if self._last_for_user.get(change.user_id) is item.done:
                     del self._last_for_user[change.user_id]
-                await results.send(result)
+                await _send(results, result)
 
     async def _reporter(
-        self, results: ObjectReceiveStream[RowResult], report: Reporter, run: anyio.CancelScope
+        self,
+        results: MemoryObjectReceiveStream[RowResult],
+        report: Reporter,
+        run: anyio.CancelScope,
     ) -> None:
         async with results:
-            async for result in results:
+            while (result := await _receive(results)) is not None:
                 try:
                     report(result)
                 except OSError as exc:
@@ -517,6 +521,33 @@ class Engine:
         settings = self._settings
         ceiling = min(settings.conflict_backoff_max, settings.conflict_backoff * 2 ** (attempt - 1))
         return self._rng.uniform(0, ceiling)
+
+
+T = TypeVar("T")
+
+
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send without a trip round the event loop when there is room (profiled: about 100 µs
+    of client CPU per update at full speed went to those trips)."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _receive(stream: MemoryObjectReceiveStream[T]) -> T | None:
+    """The next item (without a trip round the event loop if one is waiting), or None once
+    every sender has closed."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        pass
+    except anyio.EndOfStream:
+        return None
+    try:
+        return await stream.receive()
+    except anyio.EndOfStream:
+        return None
 
 
 #: Outcome of a row whose answer ends it, by verdict.
