@@ -86,14 +86,15 @@ async def run_apply(
                 saved = sink.commit(fingerprint=digest, changes=changes, backup=not settings.resume)
                 if saved is not None:
                     print(f"bulkusers: the previous results are kept in {saved}", file=sys.stderr)
+                limiter = RateLimiter(rate=settings.rate, clock=clock, min_rate=settings.min_rate)
                 api = HttpUsersApi(
                     session,
                     base_url=connection.base_url,
                     account=settings.account,
                     auth=connection.auth,
                     transport=transport,
+                    pace=limiter.acquire,
                 )
-                limiter = RateLimiter(rate=settings.rate, clock=clock, min_rate=settings.min_rate)
                 health = HealthGate(
                     clock=clock, probe_delays=settings.retry_delays, max_outage=settings.max_outage
                 )

@@ -37,7 +37,8 @@ STATUS_VERDICTS: Mapping[int, Verdict] = MappingProxyType(
 
 #: Verdict by status class (status // 100).
 CLASS_VERDICTS: Mapping[int, Verdict] = MappingProxyType(
-    {2: Verdict.OK, 4: Verdict.REJECTED, 5: Verdict.TRANSIENT}
+    # 3xx: redirects are not followed (a PUT must not go elsewhere); the URL is wrong.
+    {2: Verdict.OK, 3: Verdict.REJECTED, 4: Verdict.REJECTED, 5: Verdict.TRANSIENT}
 )
 
 
@@ -46,7 +47,7 @@ def classify(status: int) -> Verdict:
     verdict = STATUS_VERDICTS.get(status)
     if verdict is not None:
         return verdict
-    # 1xx and 3xx never reach us (aiohttp follows nothing for PUT); treat them as transient.
+    # 1xx never reaches us; anything stranger is treated as a passing fault.
     return CLASS_VERDICTS.get(status // 100, Verdict.TRANSIENT)
 
 

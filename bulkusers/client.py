@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any, Protocol
@@ -145,8 +145,10 @@ class HttpUsersApi:
         auth: Authorizer,
         transport: Transport = Transport(),
         wall_clock: Callable[[], float] = time.time,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._session = session
+        self._pace = pace
         self._auth = auth
         self._transport = transport
         root = base_url.rstrip("/") + _USERS_PATH.format(account=account)
@@ -179,6 +181,8 @@ class HttpUsersApi:
         """Send once; on 401 renew the credential once and send again. `headers` is this
         request's own dict: the credential is added to it."""
         for renewal in (False, True):
+            if renewal and self._pace is not None:
+                await self._pace()  # the re-send counts against --rate like any request
             sent_auth = await self._auth.header()
             if sent_auth is not None:
                 headers["Authorization"] = sent_auth
@@ -191,7 +195,10 @@ class HttpUsersApi:
         self, method: str, url: URL, body: bytes | None, headers: dict[str, str]
     ) -> Reply:
         try:
-            async with self._session.request(method, url, data=body, headers=headers) as resp:
+            # A redirect would re-send a PUT somewhere else: classify the 3xx instead.
+            async with self._session.request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 raw, too_big = await _read_capped(resp, self._transport.max_body)
                 retry_after = None
                 if resp.status == 429 or resp.status == 503:

@@ -26,7 +26,9 @@ from bulkusers.classify import Verdict, classify, retry_after_seconds, server_me
         (502, Verdict.TRANSIENT),
         (503, Verdict.TRANSIENT),
         (504, Verdict.TRANSIENT),
-        (302, Verdict.TRANSIENT),
+        (302, Verdict.REJECTED),
+        (307, Verdict.REJECTED),
+        (600, Verdict.TRANSIENT),
     ],
 )
 def test_status_table(status: int, verdict: Verdict) -> None:

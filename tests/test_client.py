@@ -130,3 +130,51 @@ async def test_method_override_and_version_reach_the_server(sim: RunningSimulato
     assert sim.sim.stats.by_method_override == {"PUT": 1}
     assert sim.sim.stats.by_version == {"5.0": 2}
     assert sim.sim.users[UID]["nickname"] == "Override"
+
+
+async def test_redirects_are_not_followed(sim: RunningSimulator) -> None:
+    """A 307 is answered as is: a PUT body is never re-sent to another URL."""
+    target = f"{sim.url}/elsewhere"
+    sim.sim.script(UID, "PUT", [ScriptedResponse(status=307, headers={"Location": target})])
+    async with make_session(concurrency=1, transport=Transport()) as session:
+        reply = await api_for(sim, session).put_user(UID, {"id": UID}, "1")
+    assert reply.status == 307
+    assert sim.sim.stats.puts == 1
+
+
+class _SwapToken:
+    """Sends a bad token first, a good one after the renewal the 401 asks for."""
+
+    description = "a test token"
+
+    def __init__(self) -> None:
+        self.token = "bad"
+
+    async def header(self) -> str | None:
+        return f"Bearer {self.token}"
+
+    async def renew(self, rejected: str | None) -> bool:
+        self.token = "good"
+        return True
+
+
+async def test_the_re_send_after_a_401_waits_for_the_rate_limiter() -> None:
+    """The request re-sent after a credential renewal takes a limiter slot like any other."""
+    paced: list[int] = []
+
+    async def pace() -> None:
+        paced.append(1)
+
+    async with serve(SimConfig(users=2, seed=1, bearer_tokens=("good",))) as running:
+        async with make_session(concurrency=1, transport=Transport()) as session:
+            api = HttpUsersApi(
+                session,
+                base_url=running.url,
+                account="123",
+                auth=_SwapToken(),
+                pace=pace,
+            )
+            reply = await api.get_user(UID)
+        assert running.sim.stats.by_status == {401: 1, 200: 1}
+    assert reply.status == 200
+    assert paced == [1]
