@@ -27,9 +27,10 @@ from bulkusers.client import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_BODY,
     DEFAULT_READ_TIMEOUT,
+    USERS_PATH,
     Transport,
-    _read_capped,
     make_session,
+    read_capped,
 )
 from bulkusers.connect import Connection, connect, refused_message, ssl_context
 from bulkusers.domain import SERVICE_READ_WRITE, describe_exception
@@ -42,7 +43,6 @@ USERS_SELECT = "id"
 #: The list of 18,000 ids is ~400 KB; allow far more before refusing to read it.
 MAX_LIST_BODY = max(DEFAULT_MAX_BODY, 32 * 1024 * 1024)
 
-_USERS_PATH = "/api/account/{account}/configuration/le-users/users"
 
 Say = Callable[[str, str], None]
 
@@ -164,7 +164,7 @@ async def _read_users(
     """GET the user list (ids only): the user count and the round trip in ms."""
     url = URL(
         connection.base_url.rstrip("/")
-        + _USERS_PATH.format(account=settings.account)
+        + USERS_PATH.format(account=settings.account)
         + f"?v={settings.api_version}&select={USERS_SELECT}",
         encoded=True,
     )
@@ -176,7 +176,7 @@ async def _read_users(
         started = time.monotonic()
         try:
             async with session.get(url, headers=headers) as resp:
-                body, too_big = await _read_capped(resp, MAX_LIST_BODY)
+                body, too_big = await read_capped(resp, MAX_LIST_BODY)
                 status = resp.status
         except TimeoutError:
             raise CheckFailed(

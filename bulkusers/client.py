@@ -18,6 +18,7 @@ from yarl import URL
 
 from bulkusers.auth import Authorizer
 from bulkusers.classify import retry_after_seconds
+from bulkusers.domain import describe_exception
 
 #: Bodies larger than this are not read (a misbehaving proxy must not exhaust memory).
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -25,7 +26,7 @@ DEFAULT_API_VERSION = "4.0"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
 
-_USERS_PATH = "/api/account/{account}/configuration/le-users/users"
+USERS_PATH = "/api/account/{account}/configuration/le-users/users"
 
 #: PUT bodies: compact, UTF-8 as is; one encoder for the run (json.dumps with options builds
 #: a new one per call). An entity parsed from JSON cannot be circular.
@@ -151,7 +152,7 @@ class HttpUsersApi:
         self._pace = pace
         self._auth = auth
         self._transport = transport
-        root = base_url.rstrip("/") + _USERS_PATH.format(account=account)
+        root = base_url.rstrip("/") + USERS_PATH.format(account=account)
         # Everything but the user id is fixed for the run: build it once, not per request.
         self._user_url = root + "/"
         self._get_query = f"?v={transport.api_version}&select=%24all"
@@ -199,7 +200,7 @@ class HttpUsersApi:
             async with self._session.request(
                 method, url, data=body, headers=headers, allow_redirects=False
             ) as resp:
-                raw, too_big = await _read_capped(resp, self._transport.max_body)
+                raw, too_big = await read_capped(resp, self._transport.max_body)
                 retry_after = None
                 if resp.status == 429 or resp.status == 503:
                     retry_after = retry_after_seconds(
@@ -220,10 +221,10 @@ class HttpUsersApi:
                 status=None, problem=f"no answer within {self._transport.read_timeout:g} s"
             )
         except (aiohttp.ClientError, OSError) as exc:
-            return Reply(status=None, problem=f"connection failed ({_describe(exc)})")
+            return Reply(status=None, problem=f"connection failed ({describe_exception(exc)})")
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
     """Read the body, but never more than `cap` bytes."""
     length = resp.content_length
     if length is not None and length > cap:
@@ -260,10 +261,3 @@ def _read_user(reply: Reply, user_id: int) -> Reply:
     if problem is not None:
         return Reply(status=reply.status, revision=reply.revision, body=reply.body, problem=problem)
     return Reply(status=reply.status, revision=reply.revision, entity=entity, body=b"")
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, secret-free description of a transport exception."""
-    name = type(exc).__name__
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{name}: {text[:120]}" if text else name
