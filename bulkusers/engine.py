@@ -533,6 +533,11 @@ async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
         stream.send_nowait(item)
     except anyio.WouldBlock:
         await stream.send(item)
+    except anyio.BrokenResourceError:
+        # The reporter is gone because the run is being cancelled (journal failure): take
+        # the cancellation here rather than report a broken stream. Otherwise it is a bug.
+        await anyio.lowlevel.checkpoint()
+        raise
 
 
 async def _receive(stream: MemoryObjectReceiveStream[T]) -> T | None:
