@@ -29,22 +29,24 @@ def change(row: int, uid: int, *edits: tuple[str, Op, Any]) -> Change:
     return Change(row=row, user_id=uid, edits=tuple(Edit(a, op, v) for a, op, v in edits))
 
 
+def make_engine(
+    api: FakeApi, settings: EngineSettings = FAST, *, clock: FakeClock | None = None
+) -> tuple[Engine, FakeClock]:
+    """An engine on a fake clock with no rate cap and seeded jitter."""
+    clock = clock or FakeClock()
+    limiter = RateLimiter(rate=0, clock=clock)
+    engine = Engine(api, settings=settings, limiter=limiter, clock=clock, rng=random.Random(1))
+    return engine, clock
+
+
 async def run(
     api: FakeApi,
     rows: list[Change | InvalidRow],
     settings: EngineSettings = FAST,
     *,
     clock: FakeClock | None = None,
-    rate: float = 0,
 ) -> tuple[dict[int, RowResult], Counters, Engine]:
-    clock = clock or FakeClock()
-    engine = Engine(
-        api,
-        settings=settings,
-        limiter=RateLimiter(rate=rate, clock=clock),
-        clock=clock,
-        rng=random.Random(1),
-    )
+    engine, _ = make_engine(api, settings, clock=clock)
     results: dict[int, RowResult] = {}
 
     def report(result: RowResult) -> None:
@@ -173,13 +175,7 @@ async def test_401_stops_the_run_and_skips_the_rest() -> None:
     rows: list[Change | InvalidRow] = [
         change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 21)
     ]
-    clock = FakeClock()
-    engine = Engine(
-        api,
-        settings=EngineSettings(concurrency=1),
-        limiter=RateLimiter(rate=0, clock=clock),
-        clock=clock,
-    )
+    engine, _clock = make_engine(api, EngineSettings(concurrency=1))
     results: dict[int, RowResult] = {}
     with pytest.raises(AuthRefused, match="HTTP 401: Unauthorized"):
         await engine.run(rows, lambda r: results.__setitem__(r.row, r))
@@ -276,13 +272,7 @@ async def test_hard_stop_skips_rows_in_flight() -> None:
     rows: list[Change | InvalidRow] = [
         change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 31)
     ]
-    clock = FakeClock()
-    engine = Engine(
-        api,
-        settings=EngineSettings(concurrency=3),
-        limiter=RateLimiter(rate=0, clock=clock),
-        clock=clock,
-    )
+    engine, _clock = make_engine(api, EngineSettings(concurrency=3))
     results: dict[int, RowResult] = {}
 
     def report(result: RowResult) -> None:
@@ -325,12 +315,8 @@ async def test_an_outage_longer_than_max_outage_stops_the_run() -> None:
     rows: list[Change | InvalidRow] = [
         change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 21)
     ]
-    clock = FakeClock()
-    engine = Engine(
-        api,
-        settings=EngineSettings(concurrency=4, retry_delays=(5.0, 10.0), max_outage=120.0),
-        limiter=RateLimiter(rate=0, clock=clock),
-        clock=clock,
+    engine, clock = make_engine(
+        api, EngineSettings(concurrency=4, retry_delays=(5.0, 10.0), max_outage=120.0)
     )
     results: dict[int, RowResult] = {}
     started = clock.now()
@@ -353,13 +339,7 @@ async def test_403_on_every_request_stops_the_run() -> None:
     rows: list[Change | InvalidRow] = [
         change(uid, uid, ("maxChats", Op.SET, 9)) for uid in (30, 21, *range(1, 21), *range(22, 30))
     ]
-    clock = FakeClock()
-    engine = Engine(
-        api,
-        settings=EngineSettings(concurrency=1),
-        limiter=RateLimiter(rate=0, clock=clock),
-        clock=clock,
-    )
+    engine, _clock = make_engine(api, EngineSettings(concurrency=1))
     results: dict[int, RowResult] = {}
     with pytest.raises(AuthRefused, match="on 10 requests in a row"):
         await engine.run(rows, lambda r: results.__setitem__(r.row, r))
@@ -403,13 +383,7 @@ async def test_outage_during_serial_writes_does_not_deadlock() -> None:
 async def test_hard_stop_during_an_unanswered_put_says_it_may_have_landed() -> None:
     """A row cut off while its PUT is out keeps its changes and says --resume will check."""
     api = FakeApi({1: make_user(1)})
-    clock = FakeClock()
-    engine = Engine(
-        api,
-        settings=EngineSettings(concurrency=1),
-        limiter=RateLimiter(rate=0, clock=clock),
-        clock=clock,
-    )
+    engine, _clock = make_engine(api, EngineSettings(concurrency=1))
     original_put = api.put_user
 
     async def put_then_stop(*args: Any) -> Any:
