@@ -243,11 +243,12 @@ async def test_mixed_faults_end_in_the_expected_state(tmp_path: Path) -> None:
         )
         final = users_by_id(running.sim.snapshot())
         stats = running.sim.stats
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     results = read_results(tmp_path / "c.results.csv")
+    odd = [r for r in results if r["outcome"] not in ("updated", "unchanged")]
+    assert done.returncode == 0, f"{done.stdout}\n{odd[:5]}\n{done.stderr[-2000:]}"
     assert len(results) == len(rows)
     assert sorted(int(r["row"]) for r in results) == list(range(1, len(rows) + 1))
-    assert {r["outcome"] for r in results} <= {"updated", "unchanged"}
+    assert not odd
     expected = expected_state(initial, rows)
     for uid in ids(n):
         assert (final[uid]["maxChats"], final[uid]["skillIds"]) == expected[uid], uid
