@@ -282,7 +282,7 @@ def print_summary(report: RunReport, settings: ApplySettings, *, out: TextIO) ->
             f"; 429s cut it to {limiter.lowest_rate:.1f}, {limiter.effective_rate:.1f} at the end"
         )
     lines.append(
-        f"  elapsed    {report.elapsed:.1f} s, {speed:.1f} updates/s, "
+        f"  elapsed    {report.elapsed:.2f} s, {speed:.1f} updates/s, "
         f"{counters.requests / report.elapsed if report.elapsed else 0:.1f} req/s (rate {rate})"
     )
     if report.outages:
