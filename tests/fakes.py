@@ -3,9 +3,10 @@ against the simulator in the end-to-end tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -58,42 +59,38 @@ class FakeApi:
         self.revision += 1
         self.user_revision[uid] = self.revision
 
-    async def _enter(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _in_flight(
+        self, method: str, user_id: int
+    ) -> AsyncIterator[tuple[Reply | None, str | None]]:
+        """Count the request in flight, yield to other tasks, play its scripted fault: yields
+        the early answer (a fault or 404) or None to go on, and the fault played."""
+        self.calls.append((method, user_id))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        await anyio.lowlevel.checkpoint()
-
-    async def get_user(self, user_id: int) -> Reply:
-        self.calls.append(("GET", user_id))
-        await self._enter()
         try:
-            fault = self._fault("GET", user_id)
+            await anyio.lowlevel.checkpoint()
+            fault = self._fault(method, user_id)
             if fault == "edit":
                 self.other_admin_edit(user_id)
-                fault = None
-            simple = _simple_fault(fault)
-            if simple is not None:
-                return simple
-            if user_id not in self.users:
-                return Reply(status=404, body=b'{"message": "User not found"}')
-            entity = copy.deepcopy(self.users[user_id])
-            return Reply(status=200, revision=self._current(user_id), entity=entity)
+            early = _simple_fault(fault)
+            if early is None and user_id not in self.users:
+                early = Reply(status=404, body=b'{"message": "User not found"}')
+            yield early, fault
         finally:
             self.in_flight -= 1
 
+    async def get_user(self, user_id: int) -> Reply:
+        async with self._in_flight("GET", user_id) as (early, _):
+            if early is not None:
+                return early
+            entity = copy.deepcopy(self.users[user_id])
+            return Reply(status=200, revision=self._current(user_id), entity=entity)
+
     async def put_user(self, user_id: int, entity: Mapping[str, Any], revision: str) -> Reply:
-        self.calls.append(("PUT", user_id))
-        await self._enter()
-        try:
-            fault = self._fault("PUT", user_id)
-            if fault == "edit":
-                self.other_admin_edit(user_id)
-                fault = None
-            simple = _simple_fault(fault)
-            if simple is not None:
-                return simple
-            if user_id not in self.users:
-                return Reply(status=404, body=b'{"message": "User not found"}')
+        async with self._in_flight("PUT", user_id) as (early, fault):
+            if early is not None:
+                return early
             if revision != self._current(user_id):
                 return Reply(status=409, body=b'{"message": "stale revision"}')
             stored = json.loads(json.dumps(entity))  # what went over the wire
@@ -103,8 +100,6 @@ class FakeApi:
             if fault == "lost":
                 return Reply(status=None, problem="connection failed (ServerDisconnectedError)")
             return Reply(status=200, revision=self._current(user_id))
-        finally:
-            self.in_flight -= 1
 
     def lose_put_answer(self, user_id: int) -> None:
         """The next PUT for this user is applied but its answer is lost."""
@@ -112,7 +107,7 @@ class FakeApi:
 
 
 def _simple_fault(fault: str | None) -> Reply | None:
-    if fault is None or fault == "lost":
+    if fault is None or fault in ("lost", "edit"):
         return None
     return _FAULTS[fault]
 
