@@ -27,8 +27,13 @@ class Completed:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess: no LP_* credentials unless given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LP_")}
+    """The environment for a CLI subprocess: no LP_* credentials and no proxy unless given
+    (tests talk to 127.0.0.1 only; a machine-wide HTTP_PROXY must not reroute them)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LP_") and not k.lower().endswith("_proxy")
+    }
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
     return env
