@@ -143,7 +143,8 @@ class Engine:
         self._last_for_user: dict[int, anyio.Event] = {}
         self._serial: anyio.Lock | None = None  # set once revisions look account-wide
         self._row_scopes: set[anyio.CancelScope] = set()
-        self._forbidden_streak = 0  # 403s in a row, across all workers
+        self._forbidden = {"GET": 0, "PUT": 0}  # 403s in a row, by method, across workers
+        self._last_good_user: int | None = None  # a user the API last read fine (outage probes)
         self._fatal: RunStopped | None = None
 
     @property
@@ -326,6 +327,7 @@ class Engine:
         assert revision is not None, "_final checked the answer"
         if row.revision_before is None:
             row.revision_before = revision
+        self._last_good_user = uid
         if row.conflicted_on is not None and entity == row.conflicted_on:
             self._suspect_collection_revision(uid)
         merged = merge(entity, row.change)
@@ -355,6 +357,7 @@ class Engine:
             pause = self._transient_pause(row, put)
             if isinstance(pause, RowResult) or row.attempts >= settings.max_attempts:
                 row.verify_only = True  # one last read decides between updated and failed
+                row.reread = True  # ... and it is part of this attempt, not a new one
                 return 0.0
             return pause
         row.in_doubt = ()
@@ -410,17 +413,21 @@ class Engine:
         final_outcome = _FINAL_OUTCOMES[verdict]
         if verdict is Verdict.UNAUTHORIZED:
             self.request_stop(StopReason.AUTH, error)
-            return self._skipped(row.change)
+            return self._cut_off(row)
         if reply.status == 403:
-            self._forbidden_streak += 1
-            if self._forbidden_streak >= FORBIDDEN_STREAK_STOP:
-                # Every request refused: the credential lacks a scope, not this row a right.
+            streak = max(self._forbidden.values())
+            if streak >= FORBIDDEN_STREAK_STOP:
+                # Every GET (or every PUT) refused: the credential lacks a scope, not this row
+                # a right (a read-only credential reads fine and is refused every write).
                 self.request_stop(
                     StopReason.FORBIDDEN,
-                    f"{error} on {self._forbidden_streak} requests in a row: the credential "
+                    f"{error} on {streak} requests in a row: the credential "
                     "seems to lack the users.read / users.write scopes",
                 )
-                return self._skipped(row.change)
+                return self._cut_off(row)
+        if row.in_doubt:
+            error = f"{error}; {_IN_DOUBT}"
+            return self._result(row, final_outcome, changed=row.in_doubt, error=error)
         return self._result(row, final_outcome, error=error)
 
     def _result(
@@ -468,8 +475,8 @@ class Engine:
             row.probe = False
             reply = await send()
             row.status = reply.status
-            if reply.status != 403:
-                self._forbidden_streak = 0
+            method = "PUT" if put else "GET"
+            self._forbidden[method] = self._forbidden[method] + 1 if reply.status == 403 else 0
             verdict = self._verdict(reply)
             self._health.record(verdict is not Verdict.TRANSIENT)
             if verdict is not Verdict.THROTTLED:
@@ -491,14 +498,35 @@ class Engine:
             return 0.0  # _process rides the outage out before the next attempt
         delay = self._take_retry(row)
         if delay is None:
+            if row.in_doubt:
+                return self._result(
+                    row,
+                    Outcome.FAILED,
+                    changed=row.in_doubt,
+                    error=f"{row.last_problem}; {_IN_DOUBT}",
+                )
             return self._result(row, Outcome.FAILED, error=row.last_problem)
         return delay
 
     async def _ride_out(self, row: _RowState) -> None:
-        """Wait out an outage; stop the whole run if it outlasts --max-outage."""
-        if await self._health.ride_out() is Ride.SEND:
-            row.probe = True
-            return
+        """Wait out an outage; stop the whole run if it outlasts --max-outage.
+
+        The probe reads a user the API last served fine, not this row's user: a block of
+        rows whose own users always fail must not pass for an outage that never ends."""
+        while (ride := await self._health.ride_out()) is Ride.SEND:
+            if not self._health.in_outage:
+                return  # recovered while this row waited
+            probe_user = self._last_good_user
+            if probe_user is None or probe_user == row.change.user_id:
+                row.probe = True  # nothing else known to be good: this row's request probes
+                return
+            await self._limiter.acquire()
+            self.counters.gets += 1
+            reply = await self._api.get_user(probe_user)
+            self._health.record(self._verdict(reply) is not Verdict.TRANSIENT)
+            if not self._health.in_outage:
+                return
+        assert ride is Ride.GIVE_UP
         if self._fatal is None:
             self._fatal = OutageTooLong(
                 f"the API kept failing for {self._settings.max_outage:g} s (--max-outage): "
@@ -524,6 +552,9 @@ class Engine:
 
 
 T = TypeVar("T")
+
+#: Added to the error of a row that ends without knowing whether its last PUT landed.
+_IN_DOUBT = "a PUT of this row went unanswered and may have been applied"
 
 
 async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:

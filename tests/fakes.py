@@ -107,7 +107,7 @@ class FakeApi:
 
 
 def _simple_fault(fault: str | None) -> Reply | None:
-    if fault is None or fault in ("lost", "edit"):
+    if fault is None or fault in ("ok", "lost", "edit"):
         return None
     return _FAULTS[fault]
 

@@ -413,3 +413,61 @@ async def test_server_messages_never_carry_the_rows_password(
     assert results[1].outcome is Outcome.REJECTED
     assert "Tr0ub4dor&3" not in results[1].error
     assert results[1].error == "HTTP 400: passwordSh '[redacted]' is too weak"
+
+
+async def test_a_block_of_failing_users_is_not_an_endless_outage() -> None:
+    """Eight users in a row whose GET always fails look like an outage; the probe reads a
+    user known to be fine, so those rows end `failed` and the rest of the run goes on."""
+    api = FakeApi({uid: make_user(uid) for uid in range(1, 41)})
+    for uid in range(3, 11):
+        api.faults[("GET", uid)] = ["503"] * 50
+    rows: list[Change | InvalidRow] = [
+        change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 41)
+    ]
+    settings = EngineSettings(concurrency=8, retry_delays=(5.0, 10.0, 15.0))
+    results, _, engine = await run(api, rows, settings)
+    outcomes = {uid: results[uid].outcome for uid in range(1, 41)}
+    assert {uid for uid, o in outcomes.items() if o is Outcome.FAILED} == set(range(3, 11))
+    assert all(outcomes[uid] is Outcome.UPDATED for uid in (1, 2, *range(11, 41)))
+    assert engine._health.outages >= 1
+
+
+async def test_read_only_credential_stops_on_put_403s() -> None:
+    """Every GET fine, every PUT 403 (users.read without users.write): the run stops after
+    ten refused PUTs instead of rejecting every row."""
+    api = FakeApi({uid: make_user(uid) for uid in range(1, 31)})
+    for uid in range(1, 31):
+        api.faults[("PUT", uid)] = ["403"]
+    rows: list[Change | InvalidRow] = [
+        change(uid, uid, ("maxChats", Op.SET, 9)) for uid in range(1, 31)
+    ]
+    engine, _ = make_engine(api, EngineSettings(concurrency=1))
+    results: dict[int, RowResult] = {}
+    with pytest.raises(AuthRefused, match="on 10 requests in a row"):
+        await engine.run(rows, lambda r: results.__setitem__(r.row, r))
+    assert [results[row].outcome for row in range(1, 10)] == [Outcome.REJECTED] * 9
+    assert {results[row].outcome for row in range(10, 31)} == {Outcome.SKIPPED}
+
+
+async def test_lost_put_then_failed_reads_say_the_change_may_have_landed() -> None:
+    """A PUT applied but unanswered, then reads that keep failing: the row ends `failed`,
+    yet names its changes and says the PUT may have been applied."""
+    api = FakeApi({1: make_user(1)})
+    api.lose_put_answer(1)
+    api.faults[("GET", 1)] = ["ok", "503", "503", "503"]
+    settings = EngineSettings(concurrency=1, retry_delays=(1.0, 1.0))
+    results, _, _ = await run(api, [change(1, 1, ("maxChats", Op.SET, 9))], settings)
+    assert results[1].outcome is Outcome.FAILED
+    assert results[1].changed == ("maxChats",)
+    assert "may have been applied" in results[1].error
+    assert api.users[1]["maxChats"] == 9
+
+
+async def test_the_read_back_after_a_lost_put_is_not_an_extra_attempt() -> None:
+    """--max-attempts 1 and a lost PUT answer: the read-back belongs to the one attempt."""
+    api = FakeApi({1: make_user(1)})
+    api.lose_put_answer(1)
+    settings = EngineSettings(concurrency=1, max_attempts=1)
+    results, _, _ = await run(api, [change(1, 1, ("maxChats", Op.SET, 9))], settings)
+    assert results[1].outcome is Outcome.UPDATED
+    assert results[1].attempts == 1
