@@ -25,7 +25,7 @@ from bulkusers.errors import ResultsFileError, RunStopped
 from bulkusers.health import HealthGate
 from bulkusers.progress import ProgressDisplay
 from bulkusers.ratelimit import LimiterStats, RateLimiter
-from bulkusers.results import Outcome, ResultsJournal, RowResult, read_journal
+from bulkusers.results import Outcome, ResultsJournal, RowResult, meta_path, read_journal
 from bulkusers.settings import ApplySettings
 
 log = structlog.get_logger("bulkusers.apply")
@@ -162,15 +162,25 @@ def _settled_earlier(settings: ApplySettings, digest: str) -> dict[int, RowResul
     if not settings.resume:
         return {}
     journal = read_journal(settings.results)
+    if journal.settled and journal.fingerprint is None:
+        raise ResultsFileError(
+            f"--resume: {meta_path(settings.results)} is missing, so nothing proves "
+            f"{settings.results} was made from this {settings.changes}; restore it, or start "
+            "over with a new --results path"
+        )
     if journal.fingerprint is not None and journal.fingerprint != digest:
         raise ResultsFileError(
             f"--resume: {settings.results} was made from a different version of "
             f"{settings.changes} (the file changed since); finish with the original file, "
             "or start over with a new --results path"
         )
-    if settings.dry_run:
-        return journal.settled
-    return {n: r for n, r in journal.settled.items() if r.outcome is not Outcome.WOULD_UPDATE}
+    # Rows refused with 403 are tried again: the credential's scopes may have been fixed.
+    return {
+        n: r
+        for n, r in journal.settled.items()
+        if not (r.outcome is Outcome.REJECTED and r.http_status == 403)
+        and (settings.dry_run or r.outcome is not Outcome.WOULD_UPDATE)
+    }
 
 
 async def _run_engine(

@@ -221,8 +221,13 @@ class ResultsJournal:
                 saved = self.path.with_name(self.path.name + ".bak")
                 os.replace(self.path, saved)
             os.replace(self._tmp, self.path)
+            # The new results first, then their fingerprint, each replaced atomically: a crash
+            # in between pairs new results with the old fingerprint, which --resume refuses
+            # unless the input is the same.
             meta = {"changes": str(changes), "sha256": fingerprint}
-            meta_path(self.path).write_text(json.dumps(meta) + "\n", "utf-8")
+            meta_tmp = meta_path(self._tmp)
+            meta_tmp.write_text(json.dumps(meta) + "\n", "utf-8")
+            os.replace(meta_tmp, meta_path(self.path))
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:
@@ -236,6 +241,7 @@ class ResultsJournal:
     def abandon(self) -> None:
         """Drop a prepared file that will not be used."""
         self._tmp.unlink(missing_ok=True)
+        meta_path(self._tmp).unlink(missing_ok=True)
 
     @property
     def _tmp(self) -> Path:

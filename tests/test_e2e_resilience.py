@@ -17,7 +17,7 @@ from typing import IO
 import anyio
 import pytest
 
-from bulkusers.simulator import RunningSimulator, SimConfig, serve
+from bulkusers.simulator import RunningSimulator, ScriptedResponse, SimConfig, serve
 from tests.e2e import (
     ACCOUNT,
     FAST_RETRIES,
@@ -426,3 +426,33 @@ async def test_failed_setup_leaves_earlier_results_untouched(tmp_path: Path) -> 
     assert results.read_text() == before
     assert not (tmp_path / "c.results.csv.bak").exists()
     assert not list(tmp_path.glob(".*.tmp"))  # noqa: ASYNC240 - a test, after the run
+
+
+async def test_resume_without_the_fingerprint_refuses(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A results file whose .meta is gone cannot prove it belongs to this input: refused."""
+    changes = migration(tmp_path, 5)
+    assert (await run_cli(*apply_args(changes, sim.url))).returncode == 0
+    (tmp_path / "c.results.csv.meta").unlink()
+    done = await run_cli(*apply_args(changes, sim.url, "--resume"))
+    assert done.returncode == 2
+    assert "is missing, so nothing proves" in done.stderr
+
+
+async def test_resume_retries_rows_refused_with_403(tmp_path: Path) -> None:
+    """A row rejected with 403 (a scope missing at the time) is tried again by --resume."""
+    async with serve(SimConfig(users=3, seed=1)) as running:
+        running.sim.script(
+            FIRST_ID, "GET", [ScriptedResponse(status=403, body='{"message": "Forbidden"}')]
+        )
+        changes = migration(tmp_path, 3)
+        first = await run_cli(*apply_args(changes, running.url))
+        assert first.returncode == 1
+        rows = {r["row"]: r for r in read_results(tmp_path / "c.results.csv")}
+        assert (rows["1"]["outcome"], rows["1"]["http_status"]) == ("rejected", "403")
+        done = await run_cli(*apply_args(changes, running.url, "--resume"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_migrated(running, 3)
+    outcomes = sorted((r["row"], r["outcome"]) for r in read_results(tmp_path / "c.results.csv"))
+    assert outcomes == [("1", "updated"), ("2", "updated"), ("3", "updated")]
