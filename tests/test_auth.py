@@ -142,20 +142,26 @@ async def test_token_is_cached_until_the_renewal_margin() -> None:
     assert auth.expires_in() == pytest.approx(100.0)
 
 
-async def test_expired_token_is_renewed_once_for_many_concurrent_workers() -> None:
-    """Fifty workers that find the token expired cause exactly one token request."""
-    tokens, clock = FakeTokens(), FakeClock()
-    auth = oauth(tokens, clock)
-    await auth.start()
-    clock.advance(150.0)
+async def headers_from_workers(auth: OAuthClientCredentials, workers: int) -> list[str | None]:
+    """The Authorization header each of `workers` concurrent tasks gets."""
     seen: list[str | None] = []
 
     async def worker() -> None:
         seen.append(await auth.header())
 
     async with anyio.create_task_group() as tg:
-        for _ in range(50):
+        for _ in range(workers):
             tg.start_soon(worker)
+    return seen
+
+
+async def test_expired_token_is_renewed_once_for_many_concurrent_workers() -> None:
+    """Fifty workers that find the token expired cause exactly one token request."""
+    tokens, clock = FakeTokens(), FakeClock()
+    auth = oauth(tokens, clock)
+    await auth.start()
+    clock.advance(150.0)
+    seen = await headers_from_workers(auth, 50)
     assert tokens.calls == 2
     assert seen == ["Bearer tok-2"] * 50
 
@@ -166,14 +172,7 @@ async def test_workers_keep_the_valid_token_while_one_renews_it() -> None:
     auth = oauth(tokens, clock)
     await auth.start()
     clock.advance(95.0)
-    seen: list[str | None] = []
-
-    async def worker() -> None:
-        seen.append(await auth.header())
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(20):
-            tg.start_soon(worker)
+    seen = await headers_from_workers(auth, 20)
     assert tokens.calls == 2
     assert set(seen) <= {"Bearer tok-1", "Bearer tok-2"}
     assert seen.count("Bearer tok-2") >= 1

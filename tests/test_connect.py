@@ -471,23 +471,30 @@ def assert_all_updated(results: Path, ids: list[int], sim: RunningSimulator) -> 
     assert all(sim.sim.users[uid]["nickname"] == f"renamed {uid}" for uid in ids)
 
 
+async def timed_oauth_run(tmp_path: Path, sim: RunningSimulator, *, rate: str) -> float:
+    """300 nickname changes through lookup -> token -> run with 16 workers; asserts every
+    row updated and returns the run's wall time."""
+    ids = nickname_changes(tmp_path / "changes.csv", sim, 300)
+    started = time.monotonic()
+    done = await run_cli(
+        *apply_args(
+            tmp_path / "changes.csv", "--csds-url", sim.url, "--concurrency", "16",
+            "--rate", rate,
+        ),
+        env=oauth_env(),
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert_all_updated(tmp_path / "changes.results.csv", ids, sim)
+    return elapsed
+
+
 async def test_full_path_renews_expiring_tokens_once_each(tmp_path: Path) -> None:
     """No --base-url: lookup -> token -> run. Tokens live 0.5 s in a ~2 s run: each is
     renewed once, a margin before it expires, by one worker of 16; no request is refused."""
     async with serve(sim_config(users=300, token_ttl=0.5, latency_ms=20)) as sim:
-        ids = nickname_changes(tmp_path / "changes.csv", sim, 300)
-        started = time.monotonic()
-        done = await run_cli(
-            *apply_args(
-                tmp_path / "changes.csv", "--csds-url", sim.url, "--concurrency", "16",
-                "--rate", "300",
-            ),
-            env=oauth_env(),
-        )  # fmt: skip
-        elapsed = time.monotonic() - started
+        elapsed = await timed_oauth_run(tmp_path, sim, rate="300")
         stats = sim.sim.stats
-        assert done.returncode == 0, done.stderr
-        assert_all_updated(tmp_path / "changes.results.csv", ids, sim)
         assert stats.domain_lookups == {SERVICE_READ_WRITE: 1, "sentinel": 1}
         assert stats.by_status.get(401, 0) == 0
         renewals = stats.tokens_issued - 1
@@ -509,19 +516,8 @@ async def test_tokens_the_server_expires_early_are_renewed_once_per_expiry(
 
     config = sim_config(users=300, token_ttl=1.0, latency_ms=40)
     async with serve(config, clock=fast_clock) as sim:
-        ids = nickname_changes(tmp_path / "changes.csv", sim, 300)
-        started = time.monotonic()
-        done = await run_cli(
-            *apply_args(
-                tmp_path / "changes.csv", "--csds-url", sim.url, "--concurrency", "16",
-                "--rate", "0",
-            ),
-            env=oauth_env(),
-        )  # fmt: skip
-        elapsed = time.monotonic() - started
+        elapsed = await timed_oauth_run(tmp_path, sim, rate="0")
         stats = sim.sim.stats
-        assert done.returncode == 0, done.stderr
-        assert_all_updated(tmp_path / "changes.results.csv", ids, sim)
         refused = stats.by_status.get(401, 0)
         renewals = stats.tokens_issued - 1
         assert renewals >= 1
